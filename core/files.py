@@ -1,0 +1,61 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Open and save any splat file the suite knows, chosen by extension (numpy only)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .io import (
+    Sequence4D,
+    SplatArrays,
+    read_ply,
+    read_sequence,
+    read_splat,
+    read_spz,
+    write_ply,
+    write_sequence,
+    write_splat,
+    write_spz,
+)
+
+READERS = {".ply": read_ply, ".splat": read_splat, ".spz": read_spz}
+WRITERS = {".ply": write_ply, ".splat": write_splat, ".spz": write_spz}
+
+
+def is_sequence_path(path: Path) -> bool:
+    return path.is_dir() or path.name == "manifest.json" or (not path.suffix and not path.exists())
+
+
+def read_any(path: str | Path) -> SplatArrays | Sequence4D:
+    """A static splat file, or a 4D sequence (its folder or its manifest.json)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if path.is_dir() or path.name == "manifest.json":
+        return read_sequence(path.parent if path.is_file() else path)
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise ValueError(f"{path}: unknown splat format {path.suffix!r} (known: {', '.join(READERS)}, or a sequence folder)")
+    return reader(path)
+
+
+def write_any(path: str | Path, data: SplatArrays | Sequence4D) -> list[Path]:
+    """Write `data` to `path`. A sequence written to a single-file format becomes one file per
+    timestep (`name_t0000.ext`); a static splat written to a folder becomes a 1-step sequence."""
+    path = Path(path)
+    if is_sequence_path(path):
+        seq = data if isinstance(data, Sequence4D) else Sequence4D(frames=[data])
+        write_sequence(path, seq)
+        return [path]
+    writer = WRITERS.get(path.suffix.lower())
+    if writer is None:
+        raise ValueError(f"{path}: unknown output format {path.suffix!r} (known: {', '.join(WRITERS)}, or a folder)")
+    if isinstance(data, Sequence4D):
+        if len(data.frames) == 1:
+            writer(path, data.frames[0])
+            return [path]
+        outputs = [path.with_name(f"{path.stem}_t{t:04d}{path.suffix}") for t in range(len(data.frames))]
+        for out, frame in zip(outputs, data.frames):
+            writer(out, frame)
+        return outputs
+    writer(path, data)
+    return [path]

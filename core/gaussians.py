@@ -1,0 +1,180 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""`Gaussians` (N Gaussians as torch tensors) and `GaussianSequence` (a 4D splat)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import torch
+
+from .io import Sequence4D, SplatArrays
+from .sh import C0, rotate_sh
+
+
+def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    x = x.clamp(eps, 1 - eps)
+    return torch.log(x / (1 - x))
+
+
+def rgb_to_sh0(rgb: torch.Tensor) -> torch.Tensor:
+    return (rgb - 0.5) / C0
+
+
+def sh0_to_rgb(sh0: torch.Tensor) -> torch.Tensor:
+    return sh0 * C0 + 0.5
+
+
+def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Hamilton product of (w, x, y, z) quaternions."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([aw * bw - ax * bx - ay * by - az * bz,
+                        aw * bx + ax * bw + ay * bz - az * by,
+                        aw * by - ax * bz + ay * bw + az * bx,
+                        aw * bz + ax * by - ay * bx + az * bw], -1)
+
+
+def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
+    """(w, x, y, z), not necessarily unit -> rotation matrices [..., 3, 3]."""
+    w, x, y, z = torch.nn.functional.normalize(q, dim=-1).unbind(-1)
+    return torch.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ], -1).reshape(q.shape[:-1] + (3, 3))
+
+
+def matrix_to_quat(R: torch.Tensor) -> torch.Tensor:
+    """Rotation matrix [3, 3] -> unit (w, x, y, z) (Shepperd's method, numerically safe)."""
+    R = R.to(torch.float64)
+    m = torch.stack([1 + R[0, 0] + R[1, 1] + R[2, 2], 1 + R[0, 0] - R[1, 1] - R[2, 2],
+                     1 - R[0, 0] + R[1, 1] - R[2, 2], 1 - R[0, 0] - R[1, 1] + R[2, 2]])
+    i = int(torch.argmax(m))
+    s = torch.sqrt(m[i].clamp_min(1e-12)) * 2
+    if i == 0:
+        q = [s / 4, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s]
+    elif i == 1:
+        q = [(R[2, 1] - R[1, 2]) / s, s / 4, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s]
+    elif i == 2:
+        q = [(R[0, 2] - R[2, 0]) / s, (R[0, 1] + R[1, 0]) / s, s / 4, (R[1, 2] + R[2, 1]) / s]
+    else:
+        q = [(R[1, 0] - R[0, 1]) / s, (R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, s / 4]
+    return torch.nn.functional.normalize(torch.stack(q), dim=0)
+
+
+@dataclass
+class Gaussians:
+    """N Gaussians: means [N,3], quats [N,4] (w,x,y,z), log_scales [N,3], opacity_logits [N],
+    sh [N,K,3] with K = (d+1)^2, d in 0..3 (sh[:,0] is the DC term)."""
+
+    means: torch.Tensor
+    quats: torch.Tensor
+    log_scales: torch.Tensor
+    opacity_logits: torch.Tensor
+    sh: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.means.shape[0]
+
+    # activations -------------------------------------------------------------------------
+    @property
+    def scales(self) -> torch.Tensor:
+        return self.log_scales.exp()
+
+    @property
+    def opacities(self) -> torch.Tensor:
+        return torch.sigmoid(self.opacity_logits)
+
+    @property
+    def rotations_normalized(self) -> torch.Tensor:
+        return torch.nn.functional.normalize(self.quats, dim=-1)
+
+    @property
+    def colors_dc(self) -> torch.Tensor:
+        return sh0_to_rgb(self.sh[:, 0])
+
+    @property
+    def sh_degree(self) -> int:
+        return int(round(self.sh.shape[1] ** 0.5)) - 1
+
+    @classmethod
+    def from_activated(cls, means, quats, scales, opacities, colors) -> "Gaussians":
+        """Build from activated values (linear scales, 0-1 opacities, RGB colours)."""
+        return cls(means, quats, scales.clamp_min(1e-12).log(), inverse_sigmoid(opacities),
+                   rgb_to_sh0(colors)[:, None, :])
+
+    # conversion --------------------------------------------------------------------------
+    @classmethod
+    def from_arrays(cls, arrays: SplatArrays, device=None) -> "Gaussians":
+        return cls(*(torch.as_tensor(np.asarray(getattr(arrays, f.name)), device=device)
+                     for f in fields(cls)))
+
+    def to_arrays(self) -> SplatArrays:
+        return SplatArrays(*(getattr(self, f.name).detach().float().cpu().numpy() for f in fields(self)))
+
+    def to(self, *args, **kwargs) -> "Gaussians":
+        return Gaussians(*(getattr(self, f.name).to(*args, **kwargs) for f in fields(self)))
+
+    def detach(self) -> "Gaussians":
+        return Gaussians(*(getattr(self, f.name).detach() for f in fields(self)))
+
+    # editing -----------------------------------------------------------------------------
+    def __getitem__(self, index) -> "Gaussians":
+        return Gaussians(*(getattr(self, f.name)[index] for f in fields(self)))
+
+    @staticmethod
+    def cat(parts: list["Gaussians"]) -> "Gaussians":
+        k = max(p.sh.shape[1] for p in parts)
+        padded = [torch.nn.functional.pad(p.sh, (0, 0, 0, k - p.sh.shape[1])) for p in parts]
+        return Gaussians(*(torch.cat([getattr(p, f) for p in parts]) for f in
+                           ("means", "quats", "log_scales", "opacity_logits")), torch.cat(padded))
+
+    def with_sh_degree(self, degree: int) -> "Gaussians":
+        k = (degree + 1) ** 2
+        sh = self.sh[:, :k] if k <= self.sh.shape[1] else torch.nn.functional.pad(
+            self.sh, (0, 0, 0, k - self.sh.shape[1]))
+        return Gaussians(self.means, self.quats, self.log_scales, self.opacity_logits, sh)
+
+    def transform(self, rotation: torch.Tensor, translation: torch.Tensor, scale: float = 1.0) -> "Gaussians":
+        """The similarity x -> scale * R x + t applied to the scene: centres, orientations,
+        sizes and view-dependent colour (SH rotated up to degree 3)."""
+        R = torch.as_tensor(rotation, dtype=self.means.dtype, device=self.means.device)
+        t = torch.as_tensor(translation, dtype=self.means.dtype, device=self.means.device)
+        if scale <= 0:
+            raise ValueError("scale must be positive")
+        q = matrix_to_quat(R).to(self.quats)
+        return Gaussians(
+            means=scale * self.means @ R.T + t,
+            quats=quat_multiply(q.expand_as(self.quats), self.quats),
+            log_scales=self.log_scales + float(np.log(scale)),
+            opacity_logits=self.opacity_logits,
+            sh=rotate_sh(self.sh, R),
+        )
+
+
+@dataclass
+class GaussianSequence:
+    """A 4D splat: one Gaussians per timestep, optional cameras (core.cameras.Cameras), fps."""
+
+    frames: list[Gaussians]
+    fps: float = 8.0
+    cameras: object | None = None
+    corresponding: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def to_sequence4d(self) -> Sequence4D:
+        from .cameras import cameras_to_dicts
+
+        cams = cameras_to_dicts(self.cameras) if self.cameras is not None else None
+        return Sequence4D(frames=[f.to_arrays() for f in self.frames], fps=self.fps,
+                          views=len(cams or []), cameras=cams, corresponding=self.corresponding, extra=self.extra)
+
+    @classmethod
+    def from_sequence4d(cls, seq: Sequence4D) -> "GaussianSequence":
+        from .cameras import cameras_from_dicts
+
+        return cls([Gaussians.from_arrays(f) for f in seq.frames], seq.fps,
+                   cameras_from_dicts(seq.cameras) if seq.cameras else None, seq.corresponding, seq.extra)

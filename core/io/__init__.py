@@ -1,0 +1,15 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Splat file formats, numpy only (no torch): Blender's Python imports this too."""
+from .arrays import SH_C0, SplatArrays
+from .atomic import atomic_folder, atomic_output
+from .errors import SplatFormatError
+from .ply import read_ply, write_ply
+from .sequence import Sequence4D, read_manifest, read_sequence, write_sequence
+from .splat import read_splat, write_splat
+from .spz import read_spz, write_spz
+
+__all__ = [
+    "SH_C0", "SplatArrays", "SplatFormatError", "Sequence4D", "atomic_folder", "atomic_output",
+    "read_manifest", "read_ply", "read_sequence", "read_splat", "read_spz",
+    "write_ply", "write_sequence", "write_splat", "write_spz",
+]

@@ -1,0 +1,139 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""INRIA PLY: byte-stable round trip, interop with plyfile and gsplat's exporter, robustness."""
+import numpy as np
+import pytest
+import torch
+from conftest import random_arrays
+from plyfile import PlyData, PlyElement
+
+from fuse4d.core.io import SplatFormatError, read_ply, write_ply
+from fuse4d.core.io.ply import encode_ply, ply_property_names
+
+
+def assert_same(a, b):
+    for name in ("means", "quats", "log_scales", "opacity_logits", "sh"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2, 3])
+def test_round_trip_is_byte_stable(tmp_path, degree):
+    a = random_arrays(degree=degree)
+    write_ply(tmp_path / "a.ply", a)
+    b = read_ply(tmp_path / "a.ply")
+    assert_same(a, b)
+    write_ply(tmp_path / "b.ply", b)
+    assert (tmp_path / "a.ply").read_bytes() == (tmp_path / "b.ply").read_bytes()
+
+
+def inria_plyfile(path, a, endian="<", text=False, shuffle=False, normals=True, extra=False):
+    """Write with plyfile in the INRIA layout (independent writer)."""
+    names = ply_property_names(a.sh_degree)
+    if not normals:
+        names = [n for n in names if n not in ("nx", "ny", "nz")]
+    if extra:
+        names = names + ["red", "filter_3D"]
+    if shuffle:
+        names = names[::-1]
+    n, k = len(a), a.sh.shape[1]
+    rest = a.sh[:, 1:].transpose(0, 2, 1).reshape(n, -1)
+    cols = {"x": a.means[:, 0], "y": a.means[:, 1], "z": a.means[:, 2], "opacity": a.opacity_logits}
+    cols.update({f"f_dc_{i}": a.sh[:, 0, i] for i in range(3)})
+    cols.update({f"f_rest_{i}": rest[:, i] for i in range(rest.shape[1])})
+    cols.update({f"scale_{i}": a.log_scales[:, i] for i in range(3)})
+    cols.update({f"rot_{i}": a.quats[:, i] for i in range(4)})
+    cols.update({"nx": 0, "ny": 0, "nz": 0, "red": 7, "filter_3D": 0.5})
+    dtype = [(name, "u1" if name == "red" else endian + "f4") for name in names]
+    table = np.empty(n, dtype)
+    for name in names:
+        table[name] = cols[name]
+    PlyData([PlyElement.describe(table, "vertex")], text=text,
+            byte_order="<" if endian == "<" else ">").write(str(path))
+
+
+@pytest.mark.parametrize("variant", [
+    {}, {"endian": ">"}, {"text": True}, {"shuffle": True}, {"normals": False}, {"extra": True}])
+def test_reads_plyfile_written_files(tmp_path, variant):
+    a = random_arrays(n=50, degree=2)
+    inria_plyfile(tmp_path / "p.ply", a, **variant)
+    b = read_ply(tmp_path / "p.ply")
+    if variant.get("text"):
+        for name in ("means", "quats", "log_scales", "opacity_logits", "sh"):
+            np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-5, atol=1e-6)
+    else:
+        assert_same(a, b)
+
+
+def test_our_file_reads_in_plyfile(tmp_path, arrays):
+    write_ply(tmp_path / "a.ply", arrays)
+    v = PlyData.read(str(tmp_path / "a.ply"))["vertex"]
+    assert [p.name for p in v.properties] == ply_property_names(3)
+    np.testing.assert_array_equal(v["f_rest_15"], arrays.sh[:, 1, 1])  # grouped by channel
+    np.testing.assert_array_equal(v["rot_0"], arrays.quats[:, 0])
+
+
+def test_reads_gsplat_exported_file(tmp_path):
+    from gsplat import export_splats
+
+    torch.manual_seed(0)
+    n = 64
+    means, scales, quats = torch.randn(n, 3), torch.randn(n, 3) - 3, torch.randn(n, 4)
+    opac, sh0, shN = torch.randn(n), torch.randn(n, 1, 3), torch.randn(n, 15, 3) * 0.1
+    export_splats(means, scales, quats, opac, sh0, shN, format="ply", save_to=str(tmp_path / "g.ply"))
+    b = read_ply(tmp_path / "g.ply")
+    assert len(b) == n and b.sh_degree == 3
+    # gsplat may reorder or filter: match by position.
+    order = np.lexsort(b.means.T[::-1])
+    ref = np.lexsort(means.numpy().T[::-1])
+    np.testing.assert_allclose(b.means[order], means.numpy()[ref], rtol=1e-6)
+    np.testing.assert_allclose(b.sh[order, 0], sh0[:, 0].numpy()[ref], rtol=1e-6)
+    np.testing.assert_allclose(b.sh[order, 1:], shN.numpy()[ref], rtol=1e-6)
+    np.testing.assert_allclose(b.quats[order], quats.numpy()[ref], rtol=1e-6)
+    np.testing.assert_allclose(b.log_scales[order], scales.numpy()[ref], rtol=1e-6)
+
+
+def corrupt(tmp_path, arrays, mutate):
+    data = bytearray(encode_ply(arrays))
+    path = tmp_path / "bad.ply"
+    path.write_bytes(bytes(mutate(data)))
+    return path
+
+
+@pytest.mark.parametrize("case,mutate,message", [
+    ("truncated", lambda d: d[:-100], "truncated"),
+    ("count lies", lambda d: d.replace(b"element vertex 200", b"element vertex 900"), "truncated"),
+    ("absurd count", lambda d: d.replace(b"element vertex 200", b"element vertex 99999999999"), "absurd"),
+    ("unknown type", lambda d: d.replace(b"property float opacity", b"property half opacity"), "unknown property type"),
+    ("no magic", lambda d: b"plx" + d[3:], "not a PLY"),
+    ("no end", lambda d: d.replace(b"end_header", b"end_headxx"), "end_header"),
+])
+def test_malformed_files_raise_one_clear_error(tmp_path, arrays, case, mutate, message):
+    path = corrupt(tmp_path, arrays, mutate)
+    with pytest.raises(SplatFormatError, match=message) as info:
+        read_ply(path)
+    assert "bad.ply" in str(info.value)
+
+
+def test_nan_is_rejected(tmp_path, arrays):
+    arrays.means[3, 1] = np.nan
+    write_ply(tmp_path / "nan.ply", arrays)
+    with pytest.raises(SplatFormatError, match="NaN"):
+        read_ply(tmp_path / "nan.ply")
+
+
+def test_missing_gaussian_properties(tmp_path):
+    table = np.zeros(3, [("x", "f4"), ("y", "f4"), ("z", "f4")])
+    PlyData([PlyElement.describe(table, "vertex")]).write(str(tmp_path / "points.ply"))
+    with pytest.raises(SplatFormatError, match="missing properties"):
+        read_ply(tmp_path / "points.ply")
+
+
+def test_failed_write_leaves_no_file(tmp_path, arrays, monkeypatch):
+    import fuse4d.core.io.ply as ply
+
+    def boom(self, data):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ply.Path, "write_bytes", boom)
+    with pytest.raises(OSError):
+        write_ply(tmp_path / "out.ply", arrays)
+    assert list(tmp_path.iterdir()) == []
