@@ -130,10 +130,10 @@ def test_missing_gaussian_properties(tmp_path):
 def test_failed_write_leaves_no_file(tmp_path, arrays, monkeypatch):
     import fuse4d.core.io.ply as ply
 
-    def boom(self, data):
+    def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ply.Path, "write_bytes", boom)
+    monkeypatch.setattr(ply.np, "ascontiguousarray", boom)
     with pytest.raises(OSError):
         write_ply(tmp_path / "out.ply", arrays)
     assert list(tmp_path.iterdir()) == []

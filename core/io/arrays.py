@@ -29,12 +29,13 @@ class SplatArrays:
     sh: np.ndarray
 
     def __post_init__(self) -> None:
+        # float32 views are kept as they are (a reader may hand out views of one block).
         n = len(self.means)
-        self.means = np.ascontiguousarray(self.means, np.float32).reshape(n, 3)
-        self.quats = np.ascontiguousarray(self.quats, np.float32).reshape(n, 4)
-        self.log_scales = np.ascontiguousarray(self.log_scales, np.float32).reshape(n, 3)
-        self.opacity_logits = np.ascontiguousarray(self.opacity_logits, np.float32).reshape(n)
-        self.sh = np.ascontiguousarray(self.sh, np.float32).reshape(n, -1, 3)
+        self.means = np.asarray(self.means, np.float32).reshape(n, 3)
+        self.quats = np.asarray(self.quats, np.float32).reshape(n, 4)
+        self.log_scales = np.asarray(self.log_scales, np.float32).reshape(n, 3)
+        self.opacity_logits = np.asarray(self.opacity_logits, np.float32).reshape(n)
+        self.sh = np.asarray(self.sh, np.float32).reshape(n, -1, 3)
         sh_degree_for(self.sh.shape[1])
 
     def __len__(self) -> int:

@@ -85,6 +85,14 @@ def _parse_header(path: Path, raw: bytes) -> PlyHeader:
     return PlyHeader(fmt, elements, nl + 1)
 
 
+class FloatTable(dict):
+    """Vertex columns that all live in one [N, P] float32 matrix (read without per-column copies)."""
+
+    def __init__(self, matrix: np.ndarray, index: dict[str, int]):
+        super().__init__({name: matrix[:, i] for name, i in index.items()})
+        self.matrix, self.index = matrix, index
+
+
 def _vertex_table(path: Path, raw: bytes, header: PlyHeader) -> dict[str, np.ndarray]:
     """Columns of the 'vertex' element, checked against the file size before allocating."""
     offset = header.data_offset
@@ -121,6 +129,9 @@ def _vertex_table(path: Path, raw: bytes, header: PlyHeader) -> dict[str, np.nda
     if len(raw) - offset < need:
         raise SplatFormatError(path, f"truncated: header says {n} vertices ({need} bytes) but "
                                      f"only {max(len(raw) - offset, 0)} bytes of data follow")
+    if all(t == "f4" for _, t in element.properties):  # the usual case: one float matrix
+        matrix = np.frombuffer(raw, dtype=endian + "f4", count=n * len(names), offset=offset).reshape(n, len(names))
+        return FloatTable(matrix, {name: i for i, name in enumerate(names)})
     table = np.frombuffer(raw, dtype=dtype, count=n, offset=offset)
     return {name: table[name] for name in names}
 
@@ -129,10 +140,22 @@ def _stack(path: Path, table: dict[str, np.ndarray], names: list[str]) -> np.nda
     missing = [n for n in names if n not in table]
     if missing:
         raise SplatFormatError(path, f"not a 3DGS PLY: missing properties {missing}")
-    out = np.empty((len(table[names[0]]), len(names)), np.float32)
-    for i, name in enumerate(names):
-        out[:, i] = table[name]
+    if isinstance(table, FloatTable):  # one gather instead of a copy per column
+        return table.matrix.take([table.index[name] for name in names], axis=1).astype(np.float32, copy=False)
+    columns = [table[name] for name in names]
+    out = np.empty((len(columns[0]), len(names)), np.float32)
+    for i, column in enumerate(columns):
+        out[:, i] = column
     return out
+
+
+def _sh_names(k: int) -> list[str]:
+    """File property names in our [K, 3] order: DC, then f_rest grouped by channel in the file."""
+    names = []
+    for j in range(k):
+        for c in range(3):
+            names.append(f"f_dc_{c}" if j == 0 else f"f_rest_{c * (k - 1) + j - 1}")
+    return names
 
 
 def read_ply(path: str | os.PathLike) -> SplatArrays:
@@ -141,32 +164,28 @@ def read_ply(path: str | os.PathLike) -> SplatArrays:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(min(size, MAX_HEADER_BYTES))
-        header = _parse_header(path, head)
-        vertex = next((e for e in header.elements if e.name == "vertex"), None)
-        if vertex is not None and header.fmt != "ascii":
-            stride = sum(np.dtype(t).itemsize for _, t in vertex.properties if t != "list")
-            if vertex.count * stride > size - header.data_offset:  # before reading or allocating
-                raise SplatFormatError(path, f"truncated: header says {vertex.count} vertices "
-                                             f"({vertex.count * stride} bytes) but the file has "
-                                             f"{size - header.data_offset} bytes of data")
-        raw = head + f.read()
+    header = _parse_header(path, head)
+    vertex = next((e for e in header.elements if e.name == "vertex"), None)
+    if vertex is not None and header.fmt != "ascii":
+        stride = sum(np.dtype(t).itemsize for _, t in vertex.properties if t != "list")
+        if vertex.count * stride > size - header.data_offset:  # before reading or allocating
+            raise SplatFormatError(path, f"truncated: header says {vertex.count} vertices "
+                                         f"({vertex.count * stride} bytes) but the file has "
+                                         f"{size - header.data_offset} bytes of data")
+    # Binary data goes straight into one numpy buffer; the one gather below is the only other pass.
+    raw = path.read_bytes() if header.fmt == "ascii" else np.fromfile(path, np.uint8)
     table = _vertex_table(path, raw, header)
     rest = sorted((n for n in table if n.startswith("f_rest_")), key=lambda n: int(n[7:]))
     if rest != [f"f_rest_{i}" for i in range(len(rest))] or len(rest) % 3 or (len(rest) // 3 + 1) not in (1, 4, 9, 16):
         raise SplatFormatError(path, f"f_rest_* properties ({len(rest)}) do not form SH degree 0-3")
     k = len(rest) // 3 + 1
-    sh = np.empty((len(table["x"]) if "x" in table else 0, k, 3), np.float32)
-    sh[:, 0] = _stack(path, table, ["f_dc_0", "f_dc_1", "f_dc_2"])
-    if k > 1:  # grouped by channel: all coefficients of R, then G, then B
-        sh[:, 1:] = _stack(path, table, rest).reshape(-1, 3, k - 1).transpose(0, 2, 1)
-    arrays = SplatArrays(
-        means=_stack(path, table, ["x", "y", "z"]),
-        quats=_stack(path, table, ["rot_0", "rot_1", "rot_2", "rot_3"]),
-        log_scales=_stack(path, table, ["scale_0", "scale_1", "scale_2"]),
-        opacity_logits=_stack(path, table, ["opacity"])[:, 0],
-        sh=sh,
-    )
-    if not arrays.is_finite():
+    block = _stack(path, table, ["x", "y", "z", "rot_0", "rot_1", "rot_2", "rot_3",
+                                 "scale_0", "scale_1", "scale_2", "opacity"] + _sh_names(k))
+    del table, raw
+    n = len(block)
+    arrays = SplatArrays(means=block[:, 0:3], quats=block[:, 3:7], log_scales=block[:, 7:10],
+                         opacity_logits=block[:, 10], sh=block[:, 11:].reshape(n, k, 3))
+    if not np.isfinite(block).all():
         raise SplatFormatError(path, "NaN or infinite values in Gaussian properties")
     return arrays
 
@@ -178,28 +197,30 @@ def ply_property_names(sh_degree: int) -> list[str]:
             + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
 
 
-def encode_ply(arrays: SplatArrays) -> bytes:
-    """The bytes of a binary little-endian INRIA PLY."""
+def _ply_parts(arrays: SplatArrays) -> tuple[bytes, np.ndarray]:
+    """Header bytes and the [N, P] little-endian float body of an INRIA PLY."""
     n, k = len(arrays), arrays.sh.shape[1]
     names = ply_property_names(arrays.sh_degree)
     header = "ply\nformat binary_little_endian 1.0\n" + f"element vertex {n}\n" + \
         "".join(f"property float {name}\n" for name in names) + "end_header\n"
-    body = np.empty((n, len(names)), "<f4")
-    body[:, 0:3] = arrays.means
-    body[:, 3:6] = 0.0
-    body[:, 6:9] = arrays.sh[:, 0]
-    r = 3 * (k - 1)
-    body[:, 9:9 + r] = arrays.sh[:, 1:].transpose(0, 2, 1).reshape(n, r)
-    body[:, 9 + r] = arrays.opacity_logits
-    body[:, 10 + r:13 + r] = arrays.log_scales
-    body[:, 13 + r:17 + r] = arrays.quats
-    return header.encode("ascii") + body.tobytes()
+    body = np.concatenate([arrays.means, np.zeros((n, 3), np.float32), arrays.sh[:, 0],
+                           arrays.sh[:, 1:].transpose(0, 2, 1).reshape(n, 3 * (k - 1)),
+                           arrays.opacity_logits[:, None], arrays.log_scales, arrays.quats], axis=1)
+    return header.encode("ascii"), body.astype("<f4", copy=False)
+
+
+def encode_ply(arrays: SplatArrays) -> bytes:
+    """The bytes of a binary little-endian INRIA PLY."""
+    header, body = _ply_parts(arrays)
+    return header + body.tobytes()
 
 
 def write_ply(path: str | os.PathLike, arrays: SplatArrays) -> Path:
     """Write atomically (temporary name, then rename)."""
     path = Path(path)
-    data = encode_ply(arrays)
+    header, body = _ply_parts(arrays)
     with atomic_output(path) as tmp:
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as f:
+            f.write(header)
+            f.write(memoryview(np.ascontiguousarray(body)).cast("B"))
     return path

@@ -45,7 +45,7 @@ def _pack_rotations(quats_wxyz: np.ndarray) -> np.ndarray:
         negbit = ((q[:, i] < 0) ^ negate).astype(np.uint32)
         mag = (511.0 * np.abs(q[:, i]) / SQRT1_2 + 0.5).astype(np.uint32)
         comp = np.where(keep, (comp << 10) | (negbit << 9) | np.minimum(mag, 511), comp)
-    return comp.astype("<u4").view(np.uint8).reshape(-1, 4)
+    return comp.astype("<u4", order="C").view(np.uint8).reshape(-1, 4)
 
 
 def _unpack_rotations(raw: np.ndarray) -> np.ndarray:
@@ -73,7 +73,7 @@ def encode_spz(arrays: SplatArrays) -> bytes:
     fixed = np.round(arrays.means * POSITION_FLIP * (1 << FRACTIONAL_BITS)).astype(np.int64)
     if np.abs(fixed).max(initial=0) >= 1 << 23:
         raise ValueError("positions exceed the SPZ 24-bit fixed-point range (|x| < 2048)")
-    fixed = (fixed & 0xFFFFFF).astype("<u4").view(np.uint8).reshape(n * 3, 4)[:, :3]
+    fixed = (fixed & 0xFFFFFF).astype("<u4", order="C").view(np.uint8).reshape(n * 3, 4)[:, :3]
     alphas = _u8(255.0 / (1.0 + np.exp(-arrays.opacity_logits.astype(np.float64))))
     colors = _u8(arrays.sh[:, 0] * (COLOR_SCALE * 255.0) + 127.5)
     scales = _u8((arrays.log_scales + 10.0) * 16.0)
