@@ -12,6 +12,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("cli_files", "describe a splat file or 4D sequence (count, SH degree, bounds, timesteps)"),
     "convert": ("cli_files", "convert between .ply, .splat, .spz and 4D sequence folders"),
     "render": ("cli_render", "render a splat scene from orbit cameras to PNGs and a contact sheet"),
+    "synth": ("cli_synth", "write synthetic dynamic 4D scenes (moving textured objects, fixed cameras)"),
     "demo": ("demo", "the main job on the embedded default: sample scene -> 4D -> Gaussians"),
 }
 

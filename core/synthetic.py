@@ -151,11 +151,10 @@ def _gaussians(points: np.ndarray, colors: np.ndarray, scales: np.ndarray, flat_
     )
 
 
-def _ring_cameras(cfg: SyntheticConfig, azimuths_deg: np.ndarray, elevation_deg: float) -> Cameras:
+def _ring_cameras(cfg: SyntheticConfig, azimuths_deg: list[float], elevations_deg: list[float]) -> Cameras:
     target = np.array([0.0, GROUND_Y - 0.35, 0.0])
     eyes = []
-    for az in np.radians(azimuths_deg):
-        el = math.radians(elevation_deg)
+    for az, el in zip(np.radians(azimuths_deg), np.radians(elevations_deg)):
         eyes.append(target + cfg.camera_radius * np.array(
             [math.sin(az) * math.cos(el), -math.sin(el), -math.cos(az) * math.cos(el)]))
     viewmats = torch.stack([look_at(torch.tensor(e, dtype=torch.float32), torch.tensor(target, dtype=torch.float32),
@@ -163,6 +162,24 @@ def _ring_cameras(cfg: SyntheticConfig, azimuths_deg: np.ndarray, elevation_deg:
     f = 0.5 * cfg.height / math.tan(math.radians(cfg.fov_deg) / 2)
     K = torch.tensor([[f, 0, cfg.width / 2], [0, f, cfg.height / 2], [0, 0, 1]], dtype=torch.float32)
     return Cameras(viewmats=viewmats, Ks=K.expand(len(eyes), 3, 3).clone(), width=cfg.width, height=cfg.height)
+
+
+def rig_angles(cfg: SyntheticConfig) -> tuple[list[float], list[float], list[float]]:
+    """Input azimuths on the arc; held-out cameras in the gaps between them (higher up, and one
+    ring higher again when there are more held-out cameras than gaps)."""
+    half = cfg.arc_deg / 2
+    azimuths = np.linspace(-half, half, cfg.views).tolist() if cfg.views > 1 else [0.0]
+    gaps = [(a + b) / 2 for a, b in zip(azimuths, azimuths[1:])] or [cfg.arc_deg / 4]
+    held_az = [gaps[h % len(gaps)] for h in range(cfg.heldout_views)]
+    held_el = [cfg.elevation_deg + 6.0 * (1 + h // len(gaps)) for h in range(cfg.heldout_views)]
+    return azimuths, held_az, held_el
+
+
+def rig_cameras(cfg: SyntheticConfig) -> tuple[Cameras, Cameras]:
+    """The fixed input cameras and the held-out cameras of every synthetic scene."""
+    azimuths, held_az, held_el = rig_angles(cfg)
+    return (_ring_cameras(cfg, azimuths, [cfg.elevation_deg] * len(azimuths)),
+            _ring_cameras(cfg, held_az, held_el))
 
 
 def make_frames(seed: int, cfg: SyntheticConfig) -> list[Gaussians]:
@@ -186,12 +203,7 @@ def make_frames(seed: int, cfg: SyntheticConfig) -> list[Gaussians]:
 def make_scene(seed: int, cfg: SyntheticConfig = SyntheticConfig(), render_images: bool = True) -> SyntheticScene:
     """One dynamic scene: per-timestep Gaussians, cameras, and (optionally) renders."""
     frames = make_frames(seed, cfg)
-    half = cfg.arc_deg / 2
-    azimuths = np.linspace(-half, half, cfg.views) if cfg.views > 1 else np.zeros(1)
-    step = azimuths[1] - azimuths[0] if cfg.views > 1 else cfg.arc_deg
-    held = azimuths[:-1][: cfg.heldout_views] + step / 2 if cfg.views > 1 else np.array([step / 2])
-    cameras = _ring_cameras(cfg, azimuths, cfg.elevation_deg)
-    heldout = _ring_cameras(cfg, held[: cfg.heldout_views], cfg.elevation_deg + 6.0)
+    cameras, heldout = rig_cameras(cfg)
 
     images = heldout_images = torch.zeros(0)
     if render_images:
