@@ -2,6 +2,7 @@
 """`Gaussians` (N Gaussians as torch tensors) and `GaussianSequence` (a 4D splat)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -106,7 +107,8 @@ class Gaussians:
     # conversion --------------------------------------------------------------------------
     @classmethod
     def from_arrays(cls, arrays: SplatArrays, device=None) -> "Gaussians":
-        return cls(*(torch.as_tensor(np.asarray(getattr(arrays, f.name)), device=device)
+        # Readers may hand out strided views of one block; tensors should be dense for kernels.
+        return cls(*(torch.as_tensor(np.ascontiguousarray(getattr(arrays, f.name)), device=device)
                      for f in fields(cls)))
 
     def to_arrays(self) -> SplatArrays:
@@ -139,14 +141,21 @@ class Gaussians:
         """The similarity x -> scale * R x + t applied to the scene: centres, orientations,
         sizes and view-dependent colour (SH rotated up to degree 3)."""
         R = torch.as_tensor(rotation, dtype=self.means.dtype, device=self.means.device)
-        t = torch.as_tensor(translation, dtype=self.means.dtype, device=self.means.device)
-        if scale <= 0:
+        t = torch.as_tensor(translation, dtype=self.means.dtype, device=self.means.device).reshape(3)
+        if R.shape != (3, 3):
+            raise ValueError(f"rotation must be 3x3, got {tuple(R.shape)}")
+        R64 = R.detach().to(torch.float64)
+        if not (torch.allclose(R64 @ R64.T, torch.eye(3, dtype=torch.float64, device=R.device), atol=1e-4)
+                and float(torch.linalg.det(R64)) > 0):
+            raise ValueError("rotation must be a proper rotation matrix (orthonormal, det +1); "
+                             "pass uniform scale separately and no reflections")
+        if not float(scale) > 0:
             raise ValueError("scale must be positive")
         q = matrix_to_quat(R).to(self.quats)
         return Gaussians(
-            means=scale * self.means @ R.T + t,
+            means=float(scale) * self.means @ R.T + t,
             quats=quat_multiply(q.expand_as(self.quats), self.quats),
-            log_scales=self.log_scales + float(np.log(scale)),
+            log_scales=self.log_scales + math.log(float(scale)),
             opacity_logits=self.opacity_logits,
             sh=rotate_sh(self.sh, R),
         )

@@ -129,3 +129,133 @@ def test_cli_info_and_convert(tmp_path):
     assert back.returncode == 0 and (tmp_path / "one_seq" / "manifest.json").exists()
     bad = fuse4d("convert", tmp_path / "one.splat", tmp_path / "x.obj")
     assert bad.returncode == 2 and "unknown output format" in bad.stderr
+
+
+def test_reads_gsplat_exported_splat(tmp_path):
+    import torch
+    from gsplat import export_splats
+
+    torch.manual_seed(0)
+    n = 50
+    means, scales, quats = torch.randn(n, 3), torch.randn(n, 3) - 3, torch.randn(n, 4)
+    opac, sh0 = torch.randn(n), torch.randn(n, 1, 3) * 0.5
+    export_splats(means, scales, quats, opac, sh0, torch.zeros(n, 0, 3), format="splat",
+                  save_to=str(tmp_path / "g.splat"))
+    b = read_splat(tmp_path / "g.splat")
+    assert len(b) == n
+    order = [int(np.argmin(np.abs(b.means - m).sum(1))) for m in means.numpy()]
+    b = b.subset(np.array(order))
+    np.testing.assert_array_equal(b.means, means.numpy())
+    np.testing.assert_allclose(b.log_scales, scales.numpy(), atol=1e-5)
+    rgb = np.clip(0.5 + 0.28209479177387814 * sh0[:, 0].numpy(), 0, 1)
+    np.testing.assert_allclose(b.colors, rgb, atol=1 / 255 + 1e-6)  # gsplat truncates, we read exactly
+    np.testing.assert_allclose(b.opacities, torch.sigmoid(opac).numpy(), atol=1 / 255 + 1e-3)
+    assert np.abs(np.abs((unit(b.quats) * unit(quats.numpy())).sum(1)) - 1).max() < 3e-3
+
+
+def test_splat_rejects_nan(tmp_path, arrays):
+    arrays.means[2, 0] = np.inf
+    write_splat(tmp_path / "a.splat", arrays)
+    with pytest.raises(SplatFormatError, match="a.splat.*infinite"):
+        read_splat(tmp_path / "a.splat")
+
+
+def spz_rotation_word(tmp_path, wxyz):
+    a = random_arrays(n=1, degree=0)
+    a.quats[:] = wxyz
+    write_spz(tmp_path / "q.spz", a)
+    raw = gzip.decompress((tmp_path / "q.spz").read_bytes())
+    offset = HEADER.size + 9 + 1 + 3 + 3  # positions, alpha, colour, scale
+    return int.from_bytes(raw[offset:offset + 4], "little")
+
+
+def test_spz_v3_smallest_three_packing_by_hand(tmp_path):
+    # identity: largest component is w (index 3 in SPZ's x,y,z,w order), the others are 0.
+    assert spz_rotation_word(tmp_path, [1, 0, 0, 0]) == 3 << 30
+    # (w, x) = (0.8, 0.6): x is stored first (highest 10 bits after the index) as 511 * 0.6 / sqrt(1/2).
+    mag = int(511 * 0.6 / 0.7071067811865476 + 0.5)
+    assert spz_rotation_word(tmp_path, [0.8, 0.6, 0, 0]) == (3 << 30) | (mag << 20)
+    # y largest and negative: q and -q are the same rotation, SPZ stores the largest as positive;
+    # RDF -> RUB negates y and z, so y = -0.8 becomes +0.8 and w = 0.6 keeps its sign.
+    mag = int(511 * 0.6 / 0.7071067811865476 + 0.5)
+    assert spz_rotation_word(tmp_path, [0.6, 0, -0.8, 0]) == (1 << 30) | mag
+
+
+def test_spz_lying_or_absurd_header_fails_before_allocating(tmp_path):
+    for n, message in [(50_000_000, "header says"), (4_000_000_000, "absurd")]:
+        header = HEADER.pack(MAGIC, 3, n, 3, 12, 0, 0)
+        (tmp_path / "x.spz").write_bytes(gzip.compress(header + b"\0" * 1000))
+        with pytest.raises(SplatFormatError, match=message):
+            read_spz(tmp_path / "x.spz")
+    (tmp_path / "m.spz").write_bytes(gzip.compress(HEADER.pack(0x1234, 3, 1, 0, 12, 0, 0) + b"\0" * 64))
+    with pytest.raises(SplatFormatError, match="bad magic"):
+        read_spz(tmp_path / "m.spz")
+
+
+def rewrite_manifest(folder, **changes):
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest.update(changes)
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"coordinates": "opengl"}, "coordinate convention"),
+    ({"fps": -1}, "fps"),
+    ({"cameras": [{"viewmat": [[1, 0], [0, 1]], "K": np.eye(3).tolist(), "width": 4, "height": 4}]}, "camera 0"),
+    ({"cameras": [{"viewmat": np.eye(4).tolist(), "K": np.eye(3).tolist(), "width": 0, "height": 4}]}, "width"),
+    ({"timesteps": 7}, "one entry per timestep"),
+    ({"format_version": 99}, "newer"),
+    ({"format": "something-else"}, "not a fuse4d"),
+])
+def test_sequence_manifest_problems(tmp_path, changes, message):
+    write_sequence(tmp_path / "seq", make_sequence())
+    rewrite_manifest(tmp_path / "seq", **changes)
+    with pytest.raises(SplatFormatError, match=message) as info:
+        read_sequence(tmp_path / "seq")
+    assert "manifest.json" in str(info.value)
+
+
+def test_sequence_bad_json_and_uneven_corresponding(tmp_path):
+    seq = make_sequence()
+    write_sequence(tmp_path / "seq", seq)
+    (tmp_path / "seq" / "manifest.json").write_text("{ not json")
+    with pytest.raises(SplatFormatError, match="invalid JSON"):
+        read_sequence(tmp_path / "seq")
+    seq.corresponding = False
+    seq.frames[1] = random_arrays(n=7, degree=1)
+    write_sequence(tmp_path / "seq", seq)
+    rewrite_manifest(tmp_path / "seq", corresponding=True)
+    with pytest.raises(SplatFormatError, match="different"):
+        read_sequence(tmp_path / "seq")
+
+
+def test_sequence_write_is_atomic(tmp_path, monkeypatch):
+    import fuse4d.core.io.sequence as sequence
+
+    write_sequence(tmp_path / "seq", make_sequence(T=2))
+    before = sorted(p.name for p in (tmp_path / "seq").iterdir())
+    calls, real_write = [], sequence.write_ply
+
+    def failing_write(path, frame):  # the second timestep fails half-way through the folder
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real_write(path, frame)
+
+    monkeypatch.setattr(sequence, "write_ply", failing_write)
+    with pytest.raises(OSError, match="disk full"):
+        write_sequence(tmp_path / "seq", make_sequence(T=3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seq"]  # no temporary folder left behind
+    assert sorted(p.name for p in (tmp_path / "seq").iterdir()) == before  # old sequence untouched
+    assert len(read_sequence(tmp_path / "seq")) == 2
+
+
+def test_sequence_accepts_numpy_cameras(tmp_path):
+    seq = make_sequence()
+    seq.cameras = [{"viewmat": np.eye(4, dtype=np.float32), "K": np.eye(3), "width": np.int64(8), "height": 8}]
+    seq.extra = {"note": "[ 1, 2 ]", "matrix": [[1, 2.5], [3e-5, -4]]}
+    write_sequence(tmp_path / "seq", seq)
+    back = read_sequence(tmp_path / "seq")
+    assert back.cameras[0]["viewmat"] == np.eye(4).tolist() and back.cameras[0]["width"] == 8
+    assert back.extra == seq.extra

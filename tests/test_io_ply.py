@@ -137,3 +137,76 @@ def test_failed_write_leaves_no_file(tmp_path, arrays, monkeypatch):
     with pytest.raises(OSError):
         write_ply(tmp_path / "out.ply", arrays)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_reads_double_and_byte_typed_properties(tmp_path):
+    """Any numeric property type reads by name; doubles are narrowed to float32."""
+    a = random_arrays(n=30, degree=1, seed=3)
+    names = ply_property_names(1)
+    dtype = [(name, "<f8" if name in ("x", "y", "z", "opacity") else "<f4") for name in names]
+    dtype += [("red", "u1"), ("segment", "<i4"), ("weight", "<u2")]
+    table = np.zeros(30, dtype)
+    rest = a.sh[:, 1:].transpose(0, 2, 1).reshape(30, -1)
+    for i, axis in enumerate("xyz"):
+        table[axis] = a.means[:, i]
+    table["opacity"] = a.opacity_logits
+    for i in range(3):
+        table[f"f_dc_{i}"], table[f"scale_{i}"] = a.sh[:, 0, i], a.log_scales[:, i]
+    for i in range(9):
+        table[f"f_rest_{i}"] = rest[:, i]
+    for i in range(4):
+        table[f"rot_{i}"] = a.quats[:, i]
+    PlyData([PlyElement.describe(table, "vertex")]).write(str(tmp_path / "mixed.ply"))
+    assert_same(a, read_ply(tmp_path / "mixed.ply"))
+
+
+def test_skips_elements_before_and_after_vertex(tmp_path):
+    a = random_arrays(n=20, degree=0, seed=4)
+    inria_plyfile(tmp_path / "v.ply", a)
+    vertex = PlyData.read(str(tmp_path / "v.ply"))["vertex"]
+    camera = PlyElement.describe(np.zeros(2, [("fx", "<f8"), ("id", "u1")]), "camera")
+    faces = PlyElement.describe(np.array([([0, 1, 2],)], [("vertex_indices", "O")]), "face")
+    PlyData([camera, vertex, faces]).write(str(tmp_path / "more.ply"))
+    assert_same(a, read_ply(tmp_path / "more.ply"))
+
+
+def test_ascii_count_lies_and_bad_values(tmp_path):
+    a = random_arrays(n=10, degree=0, seed=5)
+    inria_plyfile(tmp_path / "t.ply", a, text=True)
+    text = (tmp_path / "t.ply").read_bytes()
+    (tmp_path / "lies.ply").write_bytes(text.replace(b"element vertex 10", b"element vertex 4000000"))
+    with pytest.raises(SplatFormatError, match="lies.ply.*header says 4000000"):
+        read_ply(tmp_path / "lies.ply")
+    body = text.index(b"end_header\n") + len(b"end_header\n")
+    (tmp_path / "word.ply").write_bytes(text[:body] + b"abc" + text[body + 3:])
+    with pytest.raises(SplatFormatError, match="non-numeric"):
+        read_ply(tmp_path / "word.ply")
+
+
+@pytest.mark.parametrize("case,mutate,message", [
+    ("sh count", lambda d: d.replace(b"property float f_rest_44\n", b""), "SH degree"),
+    ("format", lambda d: d.replace(b"binary_little_endian", b"binary_middle_endian"), "unknown PLY format"),
+    ("list", lambda d: d.replace(b"property float nx\n", b"property list uchar int nx\n"), "list properties"),
+    ("inf", lambda d: d[:-4] + np.float32(np.inf).tobytes(), "infinite"),
+    ("empty", lambda d: b"", "not a PLY"),
+])
+def test_more_malformed_headers(tmp_path, arrays, case, mutate, message):
+    path = corrupt(tmp_path, arrays, mutate)
+    with pytest.raises(SplatFormatError, match=message):
+        read_ply(path)
+
+
+def test_write_replaces_existing_file_atomically(tmp_path, arrays):
+    write_ply(tmp_path / "a.ply", random_arrays(n=5, degree=0))
+    write_ply(tmp_path / "a.ply", arrays)
+    assert len(read_ply(tmp_path / "a.ply")) == len(arrays)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.ply"]
+
+
+def test_header_comments_and_crlf(tmp_path, arrays):
+    data = encode_ply(arrays)
+    data = data.replace(b"format binary_little_endian 1.0\n",
+                        b"format binary_little_endian 1.0\ncomment written before end_header, by hand\n")
+    head, body = data.split(b"end_header\n", 1)
+    (tmp_path / "c.ply").write_bytes(head.replace(b"\n", b"\r\n") + b"end_header\r\n" + body)
+    assert_same(arrays, read_ply(tmp_path / "c.ply"))

@@ -10,6 +10,11 @@ import numpy as np
 SH_C0 = 0.28209479177387814
 
 
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function without overflow warnings for large |x| (tanh form)."""
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
 def sh_degree_for(coefficients: int) -> int:
     degree = int(round(math.sqrt(coefficients))) - 1
     if (degree + 1) ** 2 != coefficients or not 0 <= degree <= 3:
@@ -52,7 +57,7 @@ class SplatArrays:
 
     @property
     def opacities(self) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.opacity_logits))
+        return sigmoid(self.opacity_logits)
 
     def subset(self, index) -> "SplatArrays":
         return SplatArrays(self.means[index], self.quats[index], self.log_scales[index],

@@ -45,8 +45,8 @@ class PlyHeader:
 def _parse_header(path: Path, raw: bytes) -> PlyHeader:
     if not raw.startswith(b"ply"):
         raise SplatFormatError(path, "not a PLY file (no 'ply' magic)")
-    end = raw.find(b"end_header")
-    if end < 0:
+    end = raw.find(b"\nend_header") + 1  # at a line start: a comment may mention end_header
+    if end <= 0:
         raise SplatFormatError(path, "PLY header has no end_header (truncated or not a PLY)")
     nl = raw.find(b"\n", end)
     if nl < 0:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from .arrays import SplatArrays
 from .atomic import atomic_folder
@@ -42,14 +46,24 @@ def manifest_dict(seq: Sequence4D) -> dict:
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "timesteps": len(seq.frames),
-        "views": seq.views,
-        "fps": seq.fps,
+        "views": int(seq.views),
+        "fps": float(seq.fps),
         "coordinates": "opencv",  # x right, y down, z forward; world-to-camera matrices
         "frames": [{"t": t, "file": frame_name(t), "count": len(f)} for t, f in enumerate(seq.frames)],
-        "cameras": seq.cameras or [],
+        "cameras": [_camera_json(c) for c in seq.cameras or []],
         "corresponding": bool(seq.corresponding),
         "extra": seq.extra,
     }
+
+
+def manifest_text(manifest: dict) -> str:
+    """Indented JSON with each row of numbers on one line (matrices stay readable)."""
+    def one_line(m: re.Match) -> str:
+        if "\n" not in m.group(0):  # inside a JSON string (strings never hold raw newlines)
+            return m.group(0)
+        return "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]"
+
+    return re.sub(r"\[\s*([-+0-9.eE,\s]+?)\s*\]", one_line, json.dumps(manifest, indent=1)) + "\n"
 
 
 def write_sequence(folder: str | os.PathLike, seq: Sequence4D) -> Path:
@@ -58,11 +72,18 @@ def write_sequence(folder: str | os.PathLike, seq: Sequence4D) -> Path:
         raise ValueError("a 4D sequence needs at least one timestep")
     if seq.corresponding and len({len(f) for f in seq.frames}) > 1:
         raise ValueError("corresponding=True needs the same Gaussian count at every timestep")
+    cameras = [_camera_json(c) for c in seq.cameras or []]
+    for i, camera in enumerate(cameras):
+        problem = _camera_problem(camera)
+        if problem:
+            raise ValueError(f"camera {i}: {problem}")
+    if not math.isfinite(seq.fps) or seq.fps <= 0:
+        raise ValueError(f"fps must be positive, got {seq.fps}")
     folder = Path(folder)
     with atomic_folder(folder) as tmp:
         for t, frame in enumerate(seq.frames):
             write_ply(tmp / frame_name(t), frame)
-        (tmp / MANIFEST).write_text(json.dumps(manifest_dict(seq), indent=1))
+        (tmp / MANIFEST).write_text(manifest_text(manifest_dict(seq)))
     return folder
 
 
@@ -89,7 +110,56 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     frames = manifest.get("frames")
     if not isinstance(frames, list) or not frames or len(frames) != manifest.get("timesteps"):
         raise SplatFormatError(path, "'frames' must list one entry per timestep")
+    if manifest.get("coordinates", "opencv") != "opencv":
+        raise SplatFormatError(path, f"coordinate convention {manifest.get('coordinates')!r} is not supported "
+                                     "(only 'opencv': x right, y down, z forward)")
+    fps = manifest.get("fps", 8.0)
+    if not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        raise SplatFormatError(path, f"fps must be a positive number, got {fps!r}")
+    views = manifest.get("views", 0)
+    if not isinstance(views, int) or views < 0:
+        raise SplatFormatError(path, f"views must be a non-negative integer, got {views!r}")
+    cameras = manifest.get("cameras") or []
+    if not isinstance(cameras, list):
+        raise SplatFormatError(path, "'cameras' must be a list")
+    for i, camera in enumerate(cameras):
+        problem = _camera_problem(camera)
+        if problem:
+            raise SplatFormatError(path, f"camera {i}: {problem}")
     return manifest
+
+
+def _camera_json(camera: dict) -> dict:
+    """Plain JSON values for a camera given with numpy/torch matrices or numpy integers."""
+    out = dict(camera)
+    for key in ("viewmat", "K"):
+        if key in out and not isinstance(out[key], list):
+            out[key] = np.asarray(out[key], np.float64).tolist()
+    for key in ("width", "height"):
+        if isinstance(out.get(key), np.integer):
+            out[key] = int(out[key])
+    return out
+
+
+def _matrix_ok(value: object, rows: int, cols: int) -> bool:
+    return (isinstance(value, list) and len(value) == rows
+            and all(isinstance(r, list) and len(r) == cols and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in r)
+                for r in value))
+
+
+def _camera_problem(camera: object) -> str | None:
+    """Why a manifest camera entry is unusable, or None."""
+    if not isinstance(camera, dict):
+        return "must be an object with viewmat, K, width, height"
+    if not _matrix_ok(camera.get("viewmat"), 4, 4):
+        return "'viewmat' must be a 4x4 list of finite numbers (world-to-camera, OpenCV)"
+    if not _matrix_ok(camera.get("K"), 3, 3):
+        return "'K' must be a 3x3 list of finite numbers"
+    for key in ("width", "height"):
+        if not isinstance(camera.get(key), int) or camera[key] <= 0:
+            return f"'{key}' must be a positive integer"
+    return None
 
 
 def read_sequence(folder: str | os.PathLike) -> Sequence4D:
@@ -104,6 +174,9 @@ def read_sequence(folder: str | os.PathLike) -> Sequence4D:
         if "count" in entry and entry["count"] != len(arrays):
             raise SplatFormatError(member, f"holds {len(arrays)} Gaussians, the manifest says {entry['count']}")
         frames.append(arrays)
+    if manifest.get("corresponding") and len({len(f) for f in frames}) > 1:
+        raise SplatFormatError(folder / MANIFEST, "corresponding=true but the timesteps hold different "
+                                                  "Gaussian counts")
     return Sequence4D(frames=frames, fps=float(manifest.get("fps", 8.0)), views=int(manifest.get("views", 0)),
                       cameras=manifest.get("cameras") or None, corresponding=bool(manifest.get("corresponding")),
                       extra=manifest.get("extra", {}))

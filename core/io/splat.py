@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .arrays import SH_C0, SplatArrays
+from .arrays import SH_C0, SplatArrays, sigmoid
 from .atomic import atomic_output
 from .errors import SplatFormatError
 
@@ -20,7 +20,7 @@ RECORD = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4
 
 
 def encode_splat(arrays: SplatArrays) -> bytes:
-    opacity = 1.0 / (1.0 + np.exp(-arrays.opacity_logits.astype(np.float64)))
+    opacity = sigmoid(arrays.opacity_logits.astype(np.float64))
     order = np.argsort(-np.exp(arrays.log_scales.astype(np.float64).sum(1)) * opacity, kind="stable")
     a = arrays.subset(order)
     rec = np.empty(len(a), RECORD)

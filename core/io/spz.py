@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .arrays import SplatArrays
+from .arrays import SplatArrays, sigmoid
 from .atomic import atomic_output
 from .errors import SplatFormatError
 
@@ -27,6 +27,7 @@ HEADER = struct.Struct("<IIIBBBB")
 FRACTIONAL_BITS = 12
 COLOR_SCALE = 0.15
 MAX_POINTS = 100_000_000
+MAX_DEFLATE_RATIO = 1100
 SQRT1_2 = np.float32(0.7071067811865476)
 # Sign of each SH rest coefficient under (x, y, z) -> (x, -y, -z), in the 3DGS basis order.
 SH_FLIP = np.array([-1, -1, 1, -1, 1, 1, -1, 1, -1, 1, -1, -1, 1, -1, 1], np.float32)
@@ -74,7 +75,7 @@ def encode_spz(arrays: SplatArrays) -> bytes:
     if np.abs(fixed).max(initial=0) >= 1 << 23:
         raise ValueError("positions exceed the SPZ 24-bit fixed-point range (|x| < 2048)")
     fixed = (fixed & 0xFFFFFF).astype("<u4", order="C").view(np.uint8).reshape(n * 3, 4)[:, :3]
-    alphas = _u8(255.0 / (1.0 + np.exp(-arrays.opacity_logits.astype(np.float64))))
+    alphas = _u8(255.0 * sigmoid(arrays.opacity_logits.astype(np.float64)))
     colors = _u8(arrays.sh[:, 0] * (COLOR_SCALE * 255.0) + 127.5)
     scales = _u8((arrays.log_scales + 10.0) * 16.0)
     rest = arrays.sh[:, 1:] * SH_FLIP[: k - 1, None]
@@ -87,14 +88,21 @@ def encode_spz(arrays: SplatArrays) -> bytes:
     return gzip.compress(header + body, compresslevel=6, mtime=0)
 
 
-def decode_spz(path: str | os.PathLike, data: bytes) -> SplatArrays:
+def _inflate_exactly(path, stream, data: bytes, size: int, what: str) -> bytes:
+    """The next `size` decompressed bytes, never more (a gzip bomb cannot blow up memory)."""
     try:
-        raw = gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise SplatFormatError(path, f"not a gzip stream or truncated ({exc})") from None
-    if len(raw) < HEADER.size:
-        raise SplatFormatError(path, "truncated SPZ header")
-    magic, version, n, degree, frac, flags, _ = HEADER.unpack_from(raw)
+        out = stream.decompress(data, size)
+    except zlib.error as exc:
+        raise SplatFormatError(path, f"not a gzip stream or corrupt ({exc})") from None
+    if len(out) < size:
+        raise SplatFormatError(path, f"truncated: {what} needs {size} bytes, the stream holds {len(out)}")
+    return out
+
+
+def decode_spz(path: str | os.PathLike, data: bytes) -> SplatArrays:
+    stream = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip wrapper
+    head = _inflate_exactly(path, stream, data, HEADER.size, "the SPZ header")
+    magic, version, n, degree, frac, flags, _ = HEADER.unpack_from(head)
     if magic != MAGIC:
         raise SplatFormatError(path, "not an SPZ file (bad magic)")
     if version not in (2, 3):
@@ -105,12 +113,15 @@ def decode_spz(path: str | os.PathLike, data: bytes) -> SplatArrays:
         raise SplatFormatError(path, f"absurd point count {n}")
     if flags & 0x2:
         raise SplatFormatError(path, "SPZ extensions are not supported")
+    if frac > 23:
+        raise SplatFormatError(path, f"absurd fixed-point fraction bits {frac}")
     k = (degree + 1) ** 2
     rot_bytes = 4 if version >= 3 else 3
     sizes = [n * 9, n, n * 3, n * 3, n * rot_bytes, n * (k - 1) * 3]
-    if len(raw) - HEADER.size < sum(sizes):
-        raise SplatFormatError(path, f"truncated: {n} points need {sum(sizes)} bytes, "
-                                     f"{len(raw) - HEADER.size} present")
+    if sum(sizes) > MAX_DEFLATE_RATIO * len(data) + 4096:  # deflate cannot expand more than ~1032x
+        raise SplatFormatError(path, f"header says {n} points ({sum(sizes)} bytes) but the file is only "
+                                     f"{len(data)} bytes compressed (truncated or lying header)")
+    raw = head + _inflate_exactly(path, stream, stream.unconsumed_tail, sum(sizes), f"{n} points")
     parts, offset = [], HEADER.size
     for size in sizes:
         parts.append(np.frombuffer(raw, np.uint8, size, offset))
