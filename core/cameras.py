@@ -135,45 +135,79 @@ def from_vggt_pose_encoding(encoding: torch.Tensor, width: int, height: int) -> 
 
 
 # --- Blender -------------------------------------------------------------------------------
+# Blender cameras look down their local -Z with +Y up (OpenCV: +Z forward, +Y down), so
+# cam-to-world(Blender) = cam-to-world(OpenCV) @ diag(1, -1, -1, 1). Intrinsics follow Blender's
+# view plane: the sensor size spans the "fit" image dimension (AUTO: the larger one), shifts are
+# fractions of that dimension, pixel aspect x:y stretches the vertical focal length.
+
+def _fit_is_horizontal(sensor_fit: str, width: float, height: float) -> bool:
+    fit = sensor_fit.upper()
+    if fit not in ("AUTO", "HORIZONTAL", "VERTICAL"):
+        raise ValueError(f"unknown Blender sensor_fit {sensor_fit!r} (AUTO, HORIZONTAL or VERTICAL)")
+    return fit == "HORIZONTAL" or (fit == "AUTO" and width >= height)
+
+
+def intrinsics_from_blender(lens: float, width: int, height: int, sensor_width: float = 36.0,
+                            sensor_height: float = 24.0, sensor_fit: str = "AUTO", shift_x: float = 0.0,
+                            shift_y: float = 0.0, pixel_aspect_x: float = 1.0,
+                            pixel_aspect_y: float = 1.0) -> torch.Tensor:
+    """3x3 pixel intrinsics K of a Blender perspective camera (lens and sensor in mm)."""
+    aspect = pixel_aspect_y / pixel_aspect_x
+    horizontal = _fit_is_horizontal(sensor_fit, width * pixel_aspect_x, height * pixel_aspect_y)
+    # The fit dimension in (x-)pixel units, and the sensor size that spans it.
+    fit_px = float(width) if horizontal else aspect * height
+    sensor = sensor_width if horizontal or sensor_fit.upper() == "AUTO" else sensor_height
+    fx = lens / sensor * fit_px
+    fy = fx / aspect
+    cx = width / 2 - shift_x * fit_px
+    cy = height / 2 + shift_y * fit_px / aspect
+    return torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
+def blender_lens_from_intrinsics(K: torch.Tensor, width: int, height: int, sensor_width: float = 36.0) -> dict:
+    """Blender camera settings reproducing K (horizontal sensor fit; non-square pixels go to
+    the pixel aspect, an off-centre principal point to the shifts)."""
+    fx, fy, cx, cy = (float(v) for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
+    return {"lens": fx / width * sensor_width, "sensor_width": sensor_width, "sensor_fit": "HORIZONTAL",
+            "pixel_aspect_x": 1.0, "pixel_aspect_y": fx / fy,
+            "shift_x": -(cx - width / 2) / width, "shift_y": (cy - height / 2) / width * (fx / fy),
+            "resolution": [int(width), int(height)]}
+
 
 def to_blender(cameras: Cameras, world: torch.Tensor | None = OPENCV_TO_BLENDER_WORLD,
                sensor_width: float = 36.0) -> list[dict]:
-    """Per camera: Blender `matrix_world` (4x4, camera looks down -Z, +Y up) and lens settings
-    (horizontal sensor fit). `world` maps our world into Blender's (None: identity)."""
+    """Per camera: Blender `matrix_world` (4x4 nested lists) and lens settings
+    (`blender_lens_from_intrinsics`). `world` maps our world into Blender's (default: y-down
+    OpenCV world to Blender's z-up world; None: identity)."""
     out = []
-    W = torch.eye(4) if world is None else world.to(torch.float32)
+    W = torch.eye(4, dtype=torch.float64) if world is None else world.to(torch.float64)
     for viewmat, K in zip(cameras.viewmats, cameras.Ks):
-        c2w = W @ torch.linalg.inv(viewmat.float()) @ _FLIP_YZ
-        fx, fy, cx, cy = float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
-        out.append({
-            "matrix_world": c2w.tolist(),
-            "lens": fx / cameras.width * sensor_width,
-            "sensor_width": sensor_width,
-            "sensor_fit": "HORIZONTAL",
-            "pixel_aspect_y": fx / fy,
-            "shift_x": -(cx - cameras.width / 2) / cameras.width,
-            "shift_y": (cy - cameras.height / 2) / cameras.width,
-            "resolution": [cameras.width, cameras.height],
-        })
+        c2w = W @ torch.linalg.inv(viewmat.double()) @ _FLIP_YZ.double()
+        item = {"matrix_world": c2w.tolist()}
+        item.update(blender_lens_from_intrinsics(K, cameras.width, cameras.height, sensor_width))
+        out.append(item)
     return out
 
 
 def from_blender(items: list[dict], world: torch.Tensor | None = OPENCV_TO_BLENDER_WORLD) -> Cameras:
-    """The inverse of `to_blender`."""
+    """The inverse of `to_blender`; also reads dicts with Blender's own defaults left out
+    (sensor_fit AUTO, sensor 36 x 24 mm, no shift, square pixels)."""
     if not items:
         raise ValueError("no Blender cameras given")
-    width, height = items[0]["resolution"]
-    W = torch.eye(4) if world is None else world.to(torch.float32)
+    width, height = (int(v) for v in items[0]["resolution"])
+    W = torch.eye(4, dtype=torch.float64) if world is None else world.to(torch.float64)
     viewmats, Ks = [], []
-    for it in items:
-        c2w = torch.linalg.inv(W) @ torch.tensor(it["matrix_world"], dtype=torch.float32) @ _FLIP_YZ
-        viewmats.append(torch.linalg.inv(c2w))
-        fx = it["lens"] / it["sensor_width"] * width
-        fy = fx / it.get("pixel_aspect_y", 1.0)
-        cx = width / 2 - it.get("shift_x", 0.0) * width
-        cy = height / 2 + it.get("shift_y", 0.0) * width
-        Ks.append(torch.tensor([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]))
-    return Cameras(torch.stack(viewmats), torch.stack(Ks), int(width), int(height))
+    for i, it in enumerate(items):
+        if [int(v) for v in it["resolution"]] != [width, height]:
+            raise ValueError(f"Blender camera {i}: resolution {it['resolution']} differs from camera 0 "
+                             f"({width}x{height}); Cameras holds one image size")
+        c2w = torch.linalg.inv(W) @ torch.tensor(it["matrix_world"], dtype=torch.float64) @ _FLIP_YZ.double()
+        viewmats.append(torch.linalg.inv(c2w).float())
+        Ks.append(intrinsics_from_blender(
+            it["lens"], width, height, it.get("sensor_width", 36.0), it.get("sensor_height", 24.0),
+            it.get("sensor_fit", "AUTO"), it.get("shift_x", 0.0), it.get("shift_y", 0.0),
+            it.get("pixel_aspect_x", 1.0), it.get("pixel_aspect_y", 1.0)))
+    return Cameras(torch.stack(viewmats), torch.stack(Ks), width, height)
 
 
 # --- JSON (the sequence manifest's camera entries) -------------------------------------------

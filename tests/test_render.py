@@ -1,13 +1,15 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The CPU rasterizer: analytic image, gradients, gsplat's projection, SH transform vs camera."""
+"""The CPU rasterizer: analytic image, gsplat's per-pixel rules (dense reference), gradients (finite
+differences, autograd), gsplat's projection, SH transform vs moving the camera, the sample scene."""
 import math
 
 import pytest
 import torch
 
-from fuse4d.core.cameras import Cameras, intrinsics_from_fov, look_at, orbit_cameras
-from fuse4d.core.gaussians import Gaussians, inverse_sigmoid, rgb_to_sh0
+from fuse4d.core.cameras import Cameras, orbit_cameras
+from fuse4d.core.gaussians import Gaussians
 from fuse4d.core.render import render
+from fuse4d.core.render import torch_raster
 from fuse4d.core.render.projection import EPS2D, covariances, project
 
 
@@ -33,7 +35,7 @@ def test_single_gaussian_matches_its_analytic_image():
     ys, xs = torch.meshgrid(torch.arange(24) + 0.5, torch.arange(32) + 0.5, indexing="ij")
     d = torch.stack([xs - mx, ys - my], -1)
     alpha = 0.8 * torch.exp(-0.5 * torch.einsum("hwi,ij,hwj->hw", d, inv, d))
-    alpha = torch.where(alpha >= 1 / 255, alpha.clamp(max=0.99), torch.zeros_like(alpha))
+    alpha = torch.where(alpha >= 1 / 255, alpha.clamp(max=0.999), torch.zeros_like(alpha))
     expected = alpha[..., None] * torch.tensor([0.9, 0.3, 0.1]) + (1 - alpha[..., None]) * bg
     torch.testing.assert_close(out.rgb[0], expected, atol=2e-5, rtol=1e-4)
     torch.testing.assert_close(out.alpha[0, ..., 0], alpha, atol=2e-5, rtol=1e-4)
@@ -48,6 +50,87 @@ def test_front_to_back_order():
                                  torch.tensor([0.99, 0.99]), torch.tensor([[1.0, 0, 0], [0, 0, 1.0]]))
     centre = render(g, cam).rgb[0, 12, 16]
     assert centre[2] > 0.95 and centre[0] < 0.05  # the nearer blue one hides the red one
+
+
+def dense_gsplat_reference(g: Gaussians, cam: Cameras, background):
+    """Every Gaussian at every pixel, front to back, with gsplat's per-pixel rules written out:
+    alpha = min(0.999, o * exp(-sigma)), skipped below 1/255, stop before T would fall to <= 1e-4."""
+    viewmat, K = cam.viewmats[0], cam.Ks[0]
+    p = project(g.means, covariances(g.quats, g.scales), viewmat, K, cam.width, cam.height)
+    colors = g.colors_dc.clamp_min(0)  # SH degree 0: no view dependence
+    ys, xs = torch.meshgrid(torch.arange(cam.height, dtype=g.means.dtype) + 0.5,
+                            torch.arange(cam.width, dtype=g.means.dtype) + 0.5, indexing="ij")
+    T = torch.ones_like(xs)
+    done = torch.zeros_like(xs, dtype=torch.bool)
+    rgb, depth = torch.zeros(*xs.shape, 3, dtype=xs.dtype), torch.zeros_like(xs)
+    for i in torch.argsort(p.depths):
+        if p.radii[i].min() <= 0:
+            continue
+        dx, dy = xs - p.means2d[i, 0], ys - p.means2d[i, 1]
+        a, b, c = p.conics[i]
+        alpha = (g.opacities[i] * torch.exp(-(0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy))).clamp(max=0.999)
+        use = (alpha >= 1 / 255) & ~done
+        next_T = T * (1 - alpha)
+        stop = use & (next_T <= 1e-4)
+        done, use = done | stop, use & ~stop
+        w = torch.where(use, alpha * T, torch.zeros_like(alpha))
+        rgb, depth = rgb + w[..., None] * colors[i], depth + w * p.depths[i]
+        T = torch.where(use, next_T, T)
+    alpha = 1 - T
+    return rgb + T[..., None] * torch.as_tensor(background, dtype=xs.dtype), alpha, depth / alpha.clamp_min(1e-10)
+
+
+@pytest.mark.parametrize("chunk,tile_batch", [(64, 256), (3, 2)])
+def test_tiled_compositing_equals_dense_per_pixel_reference(monkeypatch, chunk, tile_batch):
+    # Many overlapping, partly opaque Gaussians: exercises sorting, tile borders, several chunks per
+    # tile, several tile batches and gsplat's per-pixel early stop.
+    monkeypatch.setattr(torch_raster, "CHUNK", chunk)
+    monkeypatch.setattr(torch_raster, "TILE_BATCH", tile_batch)
+    torch.manual_seed(5)
+    n = 80
+    dt = torch.float64
+    g = Gaussians.from_activated(
+        torch.randn(n, 3, dtype=dt) * torch.tensor([0.5, 0.4, 0.3], dtype=dt) + torch.tensor([0, 0, 2.5], dtype=dt),
+        torch.randn(n, 4, dtype=dt), torch.rand(n, 3, dtype=dt) * 0.15 + 0.02,
+        torch.where(torch.rand(n, dtype=dt) < 0.5, 0.9995, 0.6).to(dt), torch.rand(n, 3, dtype=dt))
+    cam = single_camera(40, 37, f=30.0, dtype=dt)
+    out = render(g, cam, background=(0.1, 0.2, 0.3))
+    rgb, alpha, depth = dense_gsplat_reference(g, cam, (0.1, 0.2, 0.3))
+    assert (alpha > 1 - 2e-4).any(), "the scene should make some pixels stop early"
+    torch.testing.assert_close(out.rgb[0], rgb, atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(out.alpha[0, ..., 0], alpha, atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(out.depth[0, ..., 0], depth, atol=1e-7, rtol=1e-7)
+
+
+def test_custom_backward_equals_autograd_through_the_same_compositing(monkeypatch):
+    from fuse4d.core.scene import sample_scene
+    import fuse4d.core.render as render_module
+
+    g = sample_scene()
+    cams = orbit_cameras(1, 3.0, 30, width=48, height=40)
+    weights = torch.rand(1, 40, 48, 3, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for custom in (True, False):
+        monkeypatch.setattr(render_module, "rasterize",
+                            lambda *a, custom=custom: torch_raster.rasterize(*a, custom_backward=custom))
+        leaves = [t.detach().clone().requires_grad_(True) for t in
+                  (g.means, g.quats, g.log_scales, g.opacity_logits, g.sh)]
+        out = render(Gaussians(*leaves), cams, background=(0.3, 0.3, 0.3))
+        ((out.rgb * weights).sum() + 0.3 * out.alpha.sum() + 0.1 * (out.depth * out.alpha).sum()).backward()
+        grads.append([t.grad for t in leaves])
+    for a, b in zip(*grads):
+        assert b.abs().sum() > 0
+        torch.testing.assert_close(a, b, atol=1e-4 * float(b.abs().max()), rtol=1e-3)
+
+
+def test_batch_of_cameras_shapes_and_alpha_range():
+    from fuse4d.core.scene import sample_scene
+
+    cams = orbit_cameras(3, 4.0, 20, width=40, height=30)
+    out = render(sample_scene(), cams)
+    assert out.rgb.shape == (3, 30, 40, 3) and out.alpha.shape == (3, 30, 40, 1) and out.depth.shape == (3, 30, 40, 1)
+    assert 0 <= float(out.alpha.min()) and float(out.alpha.max()) <= 1 - 1e-4 + 1e-6  # never fully opaque, as gsplat
+    torch.testing.assert_close(render(sample_scene(), cams[1]).rgb[0], out.rgb[1])
 
 
 def tiny_scene(dtype=torch.float64):
@@ -89,6 +172,24 @@ def test_projection_matches_gsplat_reference():
         torch.testing.assert_close(p.means2d[ok], means2d[c][ok], rtol=1e-5, atol=1e-4)
         torch.testing.assert_close(p.conics[ok], conics[c][ok], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(p.depths[ok], depths[c][ok])
+
+
+def test_opacity_aware_radii_like_gsplat_cuda():
+    torch.manual_seed(1)
+    n = 50
+    means = torch.randn(n, 3) * 0.3 + torch.tensor([0.0, 0.0, 3.0])
+    covars = covariances(torch.randn(n, 4), torch.rand(n, 3) * 0.1 + 0.02)
+    opac = torch.rand(n)
+    opac[:5] = 0.002  # below 1/255: culled
+    K = torch.tensor([[60.0, 0, 32], [0, 60.0, 24], [0, 0, 1]])
+    plain = project(means, covars, torch.eye(4), K, 64, 48)
+    aware = project(means, covars, torch.eye(4), K, 64, 48, opacities=opac)
+    assert (aware.radii[:5] == 0).all()
+    assert (aware.radii <= plain.radii).all()
+    extend = torch.sqrt(2 * torch.log(opac[5:] * 255)).clamp(max=3.33)
+    sigma_x = torch.sqrt(plain.conics[5:, 2] / (plain.conics[5:, 0] * plain.conics[5:, 2] - plain.conics[5:, 1] ** 2))
+    inside = plain.radii[5:, 0] > 0
+    torch.testing.assert_close(aware.radii[5:, 0][inside].float(), torch.ceil(extend * sigma_x)[inside], atol=1.0, rtol=0)
 
 
 def test_sh_rotating_transform_renders_like_moving_the_camera():
@@ -144,3 +245,19 @@ def test_large_scene_is_finite_and_differentiable():
     out = render(g, cams)
     out.rgb.mean().backward()
     assert torch.isfinite(g.means.grad).all() and g.means.grad.abs().sum() > 0
+
+
+def test_sample_scene_is_deterministic_upright_and_fills_orbit_views():
+    from fuse4d.core.scene import GROUND_Y, sample_scene
+
+    a, b = sample_scene(0), sample_scene(0)
+    assert torch.equal(a.means, b.means) and torch.equal(a.sh, b.sh)
+    assert not torch.equal(sample_scene(1).means, a.means)
+    assert 15_000 <= len(a) <= 25_000 and a.sh_degree == 1
+    assert torch.isfinite(a.means).all() and float(a.means[:, 1].max()) <= GROUND_Y + 1e-5  # nothing below the floor
+    assert float(a.means[:, 1].min()) < GROUND_Y - 0.4  # objects stand up (up is -y)
+    cams = orbit_cameras(4, 3.2, 30, width=64, height=48)
+    out = render(a, cams, background=(0.0, 0.0, 1.0))
+    # Upright cameras: the floor fills the bottom rows, the sky (background) the top rows.
+    assert float(out.alpha[:, -8:].mean()) > 0.95 and float(out.alpha[:, :4].mean()) < 0.05
+    assert float(out.rgb[:, 12:].std()) > 0.08  # textured, shaded content, not a flat colour

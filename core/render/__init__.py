@@ -44,7 +44,7 @@ def render(gaussians: Gaussians, cameras: Cameras, background=(0.0, 0.0, 0.0), b
     opacities = gaussians.opacities
     outputs = []
     for viewmat, K in zip(cameras.viewmats, cameras.Ks):
-        proj = project(gaussians.means, covars, viewmat, K, cameras.width, cameras.height)
+        proj = project(gaussians.means, covars, viewmat, K, cameras.width, cameras.height, opacities)
         center = -viewmat[:3, :3].T @ viewmat[:3, 3]
         dirs = torch.nn.functional.normalize(gaussians.means - center, dim=-1)
         colors = sh_to_rgb(gaussians.sh, dirs)

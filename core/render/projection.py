@@ -11,7 +11,9 @@ from ..gaussians import quat_to_matrix
 
 EPS2D = 0.3          # the low-pass filter added to the 2D covariance diagonal (pixels^2)
 NEAR_PLANE = 0.01
+FAR_PLANE = 1e10
 RADIUS_SIGMAS = 3.33  # gsplat's per-axis bounding radius
+ALPHA_MIN = 1.0 / 255.0
 
 
 @dataclass
@@ -32,7 +34,10 @@ def covariances(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
 
 
 def project(means: torch.Tensor, covars: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor,
-            width: int, height: int) -> Projected:
+            width: int, height: int, opacities: torch.Tensor | None = None) -> Projected:
+    """EWA projection like gsplat's `fully_fused_projection`. With `opacities`, the bounding radius is
+    opacity-aware as in gsplat's CUDA kernel (no farther than where alpha falls below 1/255) and
+    Gaussians fainter than 1/255 are culled; without, it is 3.33 sigma like gsplat's torch reference."""
     R, t = viewmat[:3, :3], viewmat[:3, 3]
     mc = means @ R.T + t
     cc = R @ covars @ R.T
@@ -54,8 +59,13 @@ def project(means: torch.Tensor, covars: torch.Tensor, viewmat: torch.Tensor, K:
     conics = torch.stack([c / det, -b / det, a / det], -1)
     means2d = torch.stack([fx * tx / tz_safe + cx, fy * ty / tz_safe + cy], -1)
     with torch.no_grad():
-        radii = torch.stack([torch.ceil(RADIUS_SIGMAS * a.sqrt()), torch.ceil(RADIUS_SIGMAS * c.sqrt())], -1)
-        valid = (tz > NEAR_PLANE) & (a * c - b * b > 0)
+        extend = torch.full_like(a, RADIUS_SIGMAS)
+        valid = (tz > NEAR_PLANE) & (tz < FAR_PLANE) & (a * c - b * b > 0)
+        if opacities is not None:
+            o = opacities.detach()
+            extend = torch.minimum(extend, torch.sqrt(2 * torch.log((o / ALPHA_MIN).clamp_min(1.0))))
+            valid &= o >= ALPHA_MIN
+        radii = torch.stack([torch.ceil(extend * a.sqrt()), torch.ceil(extend * c.sqrt())], -1)
         inside = ((means2d[:, 0] + radii[:, 0] > 0) & (means2d[:, 0] - radii[:, 0] < width)
                   & (means2d[:, 1] + radii[:, 1] > 0) & (means2d[:, 1] - radii[:, 1] < height))
         radii = torch.where((valid & inside)[:, None], radii, torch.zeros_like(radii)).long()
