@@ -1,0 +1,387 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Fine-tune a Wan transformer into a fused 4D model (or train a tiny one from scratch on the CPU).
+
+Rectified-flow loss on V x T grids: x_s = (1 - s) x0 + s noise, target noise - x0, s logit-normal or
+uniform. Conditioned cells (a random choice of frozen-time row / fixed-view column / both / none) hold
+the clean latent and are left out of the loss, exactly as the sampler conditions. Only the
+self-attention projections train by default (the paper), or LoRA adapters on them, or everything
+(`full`, for the tiny from-scratch model). Multi-GPU through torchrun: WORLD_SIZE > 1 initialises
+torch.distributed from the environment and wraps the model in DDP or FSDP2 (`fully_shard`).
+
+Output folder:
+  checkpoints/step_NNNNNNN/{trainable.safetensors, optimizer.safetensors, state.json}   (resume)
+  model/{config.json, model.safetensors}   the final model (LoRA merged), loadable by load_video_model
+  log.jsonl                                 one line per logged step
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .attention_processor import patch_wan_transformer
+from .codecs import PixelCodec, WanVAECodec
+from .conditioning import cell_mask, install_patch_conditioning, replace_clean, set_reference, token_timesteps
+from .data import BlobGrids, FolderDataset
+from .flow import add_noise, sample_noise_levels
+from .keys import CONFIGS, WanConfig, build_wan_transformer, load_wan_transformer
+from .lora import add_lora, freeze_all_but_self_attention
+from .model_io import VideoModelConfig, save_video_model
+
+# Conditioning modes drawn per step: (frozen-time row, fixed-view column).
+COND_MODES = ((False, False), (True, False), (False, True), (True, True))
+
+
+@dataclass
+class TrainVideoConfig:
+    out: str = "runs/video"
+    model: VideoModelConfig = field(default_factory=lambda: VideoModelConfig(wan=CONFIGS["tiny"]))
+    init: str | None = None            # base Wan weights (either key layout); None = random init
+    data: str | None = None            # dataset folder; None = synthetic blob grids
+    vae: str | None = None             # diffusers AutoencoderKLWan folder (codec "wan-vae")
+    text_encoder: str | None = None    # UMT5 folder to encode prompt.txt (else zeros unless text_embeds given)
+    views: int = 3
+    frames: int = 4                    # pixel frames per view
+    size: int = 16                     # square synthetic frames
+    steps: int = 1000
+    batch_size: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup: int = 50
+    grad_clip: float = 1.0
+    noise: str = "logit-normal"
+    train: str = "attn"                # "attn" | "lora" | "full"
+    lora_rank: int = 16
+    lora_alpha: float | None = None
+    p_uncond: float = 0.1              # text dropout, for classifier-free guidance
+    cond_probs: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25)  # none, row, column, both
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    resume: bool = True
+    dist: str = "ddp"                  # "ddp" | "fsdp2" when WORLD_SIZE > 1
+    backend: str = "auto"              # fused attention backend
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None         # CPU threads for torch (tiny models run fastest on 1)
+    progress: bool = True
+
+
+def tiny_config(out: str = "runs/video-tiny", steps: int = 2000) -> TrainVideoConfig:
+    """A Wan-architecture model of ~0.2M parameters trained from scratch on blob grids in pixel space."""
+    wan = WanConfig(dim=64, num_layers=2, num_heads=4, ffn_dim=128, in_dim=12, out_dim=12, text_dim=16, freq_dim=32)
+    model = VideoModelConfig(wan=wan, t_max=8, codec="pixel", pixel_factor=2, patch_embed_conditioning=True,
+                             flow_shift=3.0)
+    return TrainVideoConfig(out=out, model=model, views=3, frames=4, size=16, steps=steps, lr=2e-3, warmup=20,
+                            train="full", p_uncond=0.1, save_every=max(steps, 1), log_every=10, threads=1)
+
+
+# ---------------------------------------------------------------- distributed
+
+def _dist_env() -> tuple[int, int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _init_distributed(cfg: TrainVideoConfig) -> tuple[int, int, torch.device]:
+    rank, world, local = _dist_env()
+    if cfg.device != "auto":
+        device = torch.device(cfg.device)
+    elif torch.cuda.is_available():
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not torch.distributed.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def _wrap(model: torch.nn.Module, cfg: TrainVideoConfig, world: int, device: torch.device) -> torch.nn.Module:
+    if world <= 1:
+        return model
+    if cfg.dist == "fsdp2":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.blocks:
+            fully_shard(block)
+        fully_shard(model)
+        return model
+    if cfg.dist == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    raise ValueError(f"unknown distribution strategy {cfg.dist!r}; choose 'ddp' or 'fsdp2'")
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def _state_dict_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def _latest_checkpoint(out: str) -> str | None:
+    root = os.path.join(out, "checkpoints")
+    if not os.path.isdir(root):
+        return None
+    steps = sorted(d for d in os.listdir(root) if d.startswith("step_")
+                   and os.path.exists(os.path.join(root, d, "state.json")))
+    return os.path.join(root, steps[-1]) if steps else None
+
+
+def save_checkpoint(out: str, step: int, model, optimizer, trainable: list[str], cfg: TrainVideoConfig,
+                    rank: int, keep: int = 2) -> None:
+    """Trainable weights + optimizer state as safetensors, step + config as JSON (rank 0 writes)."""
+    from safetensors.torch import save_file
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    msd = get_model_state_dict(model, options=_state_dict_options())
+    osd = get_optimizer_state_dict(model, optimizer, options=_state_dict_options())
+    if rank != 0:
+        return
+    folder = os.path.join(out, "checkpoints", f"step_{step:07d}")
+    tmp = folder + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    keep_names = set(trainable)
+    save_file({k: v.contiguous() for k, v in msd.items() if k in keep_names}, os.path.join(tmp, "trainable.safetensors"))
+    flat = {f"{name}::{key}": (v if torch.is_tensor(v) else torch.tensor(v)).contiguous()
+            for name, st in osd["state"].items() for key, v in st.items()}
+    save_file(flat, os.path.join(tmp, "optimizer.safetensors"))
+    groups = [{k: v for k, v in g.items()} for g in osd["param_groups"]]
+    with open(os.path.join(tmp, "state.json"), "w", encoding="utf-8") as f:
+        json.dump({"step": step, "param_groups": groups, "config": _config_dict(cfg)}, f, indent=1)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    root = os.path.join(out, "checkpoints")
+    old = sorted(d for d in os.listdir(root) if d.startswith("step_") and not d.endswith(".tmp"))
+    for d in old[:-keep] if keep > 0 else []:
+        shutil.rmtree(os.path.join(root, d), ignore_errors=True)
+
+
+def load_checkpoint(folder: str, model, optimizer) -> int:
+    """Restore trainable weights and optimizer state; returns the step to continue from."""
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    with open(os.path.join(folder, "state.json"), encoding="utf-8") as f:
+        state = json.load(f)
+    weights = load_file(os.path.join(folder, "trainable.safetensors"))
+    set_model_state_dict(model, weights, options=replace(_state_dict_options(), strict=False))
+    opt_state: dict = {}
+    for flat_key, v in load_file(os.path.join(folder, "optimizer.safetensors")).items():
+        name, key = flat_key.split("::", 1)
+        opt_state.setdefault(name, {})[key] = v
+    set_optimizer_state_dict(model, optimizer, {"state": opt_state, "param_groups": state["param_groups"]},
+                             options=_state_dict_options())
+    return int(state["step"])
+
+
+def _config_dict(cfg: TrainVideoConfig) -> dict:
+    from dataclasses import asdict
+
+    d = asdict(cfg)
+    d["model"] = cfg.model.to_dict()
+    return d
+
+
+# ---------------------------------------------------------------- the loop
+
+def _make_codec(cfg: TrainVideoConfig, device: torch.device):
+    if cfg.model.codec == "pixel":
+        return PixelCodec(cfg.model.pixel_factor)
+    if cfg.model.codec == "wan-vae":
+        if not cfg.vae:
+            raise ValueError("codec 'wan-vae' needs --vae (a diffusers AutoencoderKLWan folder) unless the "
+                             "dataset holds precomputed latents.safetensors")
+        from diffusers import AutoencoderKLWan
+
+        return WanVAECodec(AutoencoderKLWan.from_pretrained(cfg.vae).to(device).eval())
+    raise ValueError(f"unknown codec {cfg.model.codec!r}")
+
+
+class _TextStates:
+    """prompt -> [L, D] text states: given embeddings, a UMT5 encoder, or zeros (cached per prompt)."""
+
+    def __init__(self, cfg: TrainVideoConfig, text_dim: int):
+        self.cfg, self.text_dim, self.cache = cfg, text_dim, {}
+
+    def __call__(self, sample: dict) -> torch.Tensor:
+        if "text_embeds" in sample:
+            return sample["text_embeds"]
+        prompt = sample.get("prompt", "")
+        if not prompt or not self.cfg.text_encoder:
+            return torch.zeros(1, self.text_dim)
+        if prompt not in self.cache:
+            from .pipeline import encode_prompt
+
+            self.cache[prompt] = encode_prompt(prompt, self.cfg.text_encoder)
+        return self.cache[prompt]
+
+
+def _batch(source, codec, text_states, cfg: TrainVideoConfig) -> tuple[torch.Tensor, torch.Tensor, int]:
+    latents, texts, views = [], [], None
+    for _ in range(cfg.batch_size):
+        s = source.next()
+        if "latents" in s:
+            lat, v = s["latents"], s["views"]
+        else:
+            v = s["frames"].shape[0]
+            lat = torch.cat([codec.encode(s["frames"][i]) for i in range(v)], dim=1)  # per view, view-major
+        if views is not None and (v != views or lat.shape != latents[0].shape):
+            raise ValueError("all samples in a batch must share one grid layout; use --batch-size 1")
+        views = v
+        latents.append(lat)
+        texts.append(text_states(s))
+    length = max(t.shape[0] for t in texts)
+    text = torch.zeros(len(texts), length, texts[0].shape[-1])
+    for i, t in enumerate(texts):
+        text[i, :t.shape[0]] = t
+    return torch.stack(latents), text, views
+
+
+def train_video(cfg: TrainVideoConfig) -> dict:
+    """Run training; returns {"losses": [...], "step": n, "model_dir": path}."""
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: TrainVideoConfig) -> dict:
+    rank, world, device = _init_distributed(cfg)
+    torch.manual_seed(cfg.seed + rank)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    wan = cfg.model.wan
+    if cfg.init:
+        model = load_wan_transformer(cfg.init, wan, device=device, dtype=torch.float32)
+    else:
+        model = build_wan_transformer(wan, device=device)
+    model.train()
+    if cfg.train == "attn":
+        trainable = freeze_all_but_self_attention(model)
+    elif cfg.train == "lora":
+        trainable = add_lora(model, cfg.lora_rank, cfg.lora_alpha)
+    elif cfg.train == "full":
+        trainable = [n for n, _ in model.named_parameters()]
+    else:
+        raise ValueError(f"unknown training mode {cfg.train!r}; choose 'attn', 'lora' or 'full'")
+    if cfg.model.patch_embed_conditioning:
+        install_patch_conditioning(model)
+    layout = patch_wan_transformer(model, cfg.views, cfg.model.t_max, cfg.backend)
+    core = model
+    model = _wrap(model, cfg, world, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    text_states = _TextStates(cfg, wan.text_dim)
+    ph, pw = wan.patch_size[1:]
+    warm = lambda i: min(1.0, (i + 1) / max(cfg.warmup, 1))  # noqa: E731  linear warm-up
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, warm)
+    start = 0
+    ckpt = _latest_checkpoint(cfg.out) if cfg.resume else None
+    if ckpt:
+        start = load_checkpoint(ckpt, model, optimizer)
+        if rank == 0:
+            print(f"resuming from {ckpt} at step {start}")
+    if start:
+        sched.last_epoch = start
+        for group, base in zip(optimizer.param_groups, sched.base_lrs):
+            group["lr"] = base * warm(start)
+    # a resumed run continues with fresh synthetic samples, not a replay
+    codec = _make_codec(cfg, device)
+    source = (FolderDataset(cfg.data, rank, world, cfg.seed) if cfg.data
+              else BlobGrids(cfg.views, cfg.frames, cfg.size, seed=cfg.seed * 1000 + rank + 7919 * start))
+    if rank == 0:
+        os.makedirs(cfg.out, exist_ok=True)
+    losses: list[float] = []
+    log = open(os.path.join(cfg.out, "log.jsonl"), "a", encoding="utf-8") if rank == 0 else None
+    t0 = time.time()
+    bar = tqdm(range(start, cfg.steps), desc="train-video", disable=not cfg.progress or rank != 0)
+    for step in bar:
+        x0, text, views = _batch(source, codec, text_states, cfg)
+        x0, text = x0.to(device), text.to(device)
+        layout.views = views
+        lt = x0.shape[2] // views
+        probs = torch.tensor(cfg.cond_probs, dtype=torch.float)
+        frozen, fixed = COND_MODES[int(torch.multinomial(probs, 1, generator=gen))]
+        mask = cell_mask(views, lt, frozen, fixed, device=device)
+        drop = torch.rand(text.shape[0], generator=gen) < cfg.p_uncond
+        text = torch.where(drop.to(device)[:, None, None], torch.zeros_like(text), text)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        s = sample_noise_levels(x0.shape[0], cfg.noise, generator=gen).to(device)
+        x_in = replace_clean(add_noise(x0, noise, s), x0, mask)
+        t = s * 1000.0
+        if cfg.model.per_token_timestep and mask.any():
+            t = token_timesteps(mask, t, (x0.shape[-2] // ph) * (x0.shape[-1] // pw))
+        if cfg.model.patch_embed_conditioning:
+            set_reference(core, x0 * mask.reshape(1, 1, -1, 1, 1).float() if mask.any() else None)
+        pred = model(x_in, t, text).sample
+        weight = (~mask).reshape(1, 1, -1, 1, 1).float()
+        err = F.mse_loss(pred.float(), (noise - x0).float(), reduction="none") * weight
+        loss = err.sum() / (weight.sum() * x0.shape[0] * x0.shape[1] * x0.shape[3] * x0.shape[4]).clamp_min(1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if rank == 0 and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
+            recent = sum(losses[-cfg.log_every:]) / len(losses[-cfg.log_every:])
+            bar.set_postfix(loss=f"{recent:.4f}")
+            log.write(json.dumps({"step": step + 1, "loss": recent, "lr": sched.get_last_lr()[0],
+                                  "seconds": round(time.time() - t0, 2)}) + "\n")
+            log.flush()
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            save_checkpoint(cfg.out, step + 1, model, optimizer, trainable, cfg, rank, cfg.keep_checkpoints)
+    if log is not None:
+        log.close()
+    set_reference(core, None)
+    model_dir = os.path.join(cfg.out, "model")
+    export_model(core, cfg, model_dir, rank)
+    if world > 1:
+        torch.distributed.barrier()
+    return {"losses": losses, "step": cfg.steps, "model_dir": model_dir}
+
+
+def _merge_lora_state(sd: dict, scale: float) -> dict:
+    """Fold `X.base.*` + `X.lora_A/B` entries of a full state dict into plain `X.weight/bias`."""
+    out = {}
+    for k, v in sd.items():
+        if k.endswith(".lora_A") or k.endswith(".lora_B"):
+            continue
+        if ".base." in k:
+            prefix, leaf = k.rsplit(".base.", 1)
+            if leaf == "weight":
+                v = v + scale * (sd[prefix + ".lora_B"] @ sd[prefix + ".lora_A"]).to(v.dtype)
+            k = f"{prefix}.{leaf}"
+        out[k] = v
+    return out
+
+
+def export_model(core: torch.nn.Module, cfg: TrainVideoConfig, folder: str, rank: int = 0) -> None:
+    """Write the final model (unpatched, LoRA merged) as a Fuse4D video model folder.
+    Every rank gathers (a collective under FSDP2); rank 0 writes."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    from .attention_processor import unpatch
+
+    unpatch(core)
+    sd = get_model_state_dict(core, options=_state_dict_options())
+    if rank != 0:
+        return
+    scale = float(cfg.lora_alpha if cfg.lora_alpha is not None else cfg.lora_rank) / cfg.lora_rank
+    plain = build_wan_transformer(cfg.model.wan, device="meta")
+    plain.load_state_dict(_merge_lora_state(sd, scale), strict=True, assign=True)
+    save_video_model(folder, plain, cfg.model)
