@@ -1,0 +1,220 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The VGGT-compatible 4D reconstructor: equivalence with the official VGGT (golden fixtures made by
+the official code, docs/reconstruction.md), checkpoint loading, the paper's additions, the CLI."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from fuse4d.core.recon import VGGT4D, WeightsError, convert, load_vggt_weights, parameter_group, tiny
+from fuse4d.core.recon.gaussian_head import pixel_gaussians
+
+FIXTURES = Path(__file__).parent / "fixtures" / "vggt_tiny"
+WEIGHTS = FIXTURES / "weights.safetensors"
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def model(**overrides) -> VGGT4D:
+    m = VGGT4D(tiny(**overrides)).eval()
+    load_vggt_weights(m, WEIGHTS)
+    return m
+
+
+@pytest.fixture(scope="module")
+def fixtures():
+    return load_file(str(FIXTURES / "inputs.safetensors")), load_file(str(FIXTURES / "outputs.safetensors"))
+
+
+@pytest.mark.parametrize("tag", ["a", "b"])  # a: 42x56 (position table resampled), b: 56x56 (table as is)
+def test_matches_official_vggt_golden_outputs(fixtures, tag):
+    inputs, ref = fixtures
+    m = model(enable_gaussian=False, temporal_attention=False)
+    with torch.no_grad():
+        out = m.forward_vggt(inputs[f"images_{tag}"])
+    for key in ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf"):
+        expected = ref[f"{tag}.{key}"]
+        assert out[key].shape == expected.shape, key
+        assert expected.std() > 0
+        assert rel_err(out[key], expected) <= 1e-4, key
+
+
+def test_loading_reports_unused_and_added_keys(tmp_path):
+    state = load_file(str(WEIGHTS))
+    state["track_head.tracker.updateformer.time_blocks.0.attn.in_proj_weight"] = torch.zeros(3, 2)
+    state["track_head.feature_extractor.norm.weight"] = torch.ones(2)
+    path = tmp_path / "with_track.safetensors"
+    save_file(state, str(path))
+    m = VGGT4D(tiny())   # with temporal layers and a Gaussian head, which VGGT has not
+    report = load_vggt_weights(m, path)
+    assert report.unused == sorted(k for k in state if k.startswith("track_head."))
+    assert any(k.startswith("aggregator.temporal_blocks.") for k in report.added_kept_init)
+    assert any(k.startswith("gaussian_head.") for k in report.added_kept_init)
+    assert torch.equal(m.aggregator.camera_token.detach(), state["aggregator.camera_token"].float())
+
+
+def test_wrong_file_lists_missing_unexpected_and_misshaped_keys(tmp_path):
+    state = load_file(str(WEIGHTS))
+    del state["depth_head.norm.weight"]
+    state["decoder.bogus.weight"] = torch.zeros(1)
+    state["camera_head.embed_pose.weight"] = torch.zeros(5, 9)
+    path = tmp_path / "wrong.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(WeightsError) as info:
+        load_vggt_weights(VGGT4D(tiny()), path)
+    text = str(info.value)
+    assert "wrong.safetensors" in text
+    assert "missing 1: depth_head.norm.weight" in text
+    assert "unexpected 1: decoder.bogus.weight" in text
+    assert "camera_head.embed_pose.weight file (5, 9) vs model (64, 9)" in text
+
+
+def test_pickled_checkpoint_is_converted_once(tmp_path):
+    state = {k: v.float() for k, v in load_file(str(WEIGHTS)).items()}
+    pt = tmp_path / "model.pt"
+    torch.save(state, pt)
+    with pytest.raises(WeightsError, match="convert"):
+        load_vggt_weights(VGGT4D(tiny()), pt)
+    st = convert(pt, tmp_path / "model.safetensors")
+    m = VGGT4D(tiny(enable_gaussian=False, temporal_attention=False))
+    assert load_vggt_weights(m, st).loaded == len(state)
+
+
+def _grid(V=3, T=2, H=42, W=56, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, V, T, 3, H, W, generator=g)
+
+
+def test_zero_initialised_temporal_layers_reproduce_vggt_per_timestep():
+    images = _grid()
+    plain = model(enable_gaussian=False, temporal_attention=False)
+    ours = model(temporal_attention=True, camera_token_replacement=False)
+    with torch.no_grad():
+        out = ours(images)
+        for t in range(images.shape[2]):
+            ref = plain.forward_vggt(images[:, :, t])
+            for key in ("pose_enc", "depth", "depth_conf", "world_points"):
+                assert rel_err(out[key][:, :, t], ref[key]) <= 1e-5, (key, t)
+        # the equality is not vacuous: trained (non-zero) temporal layers mix time
+        for block in ours.aggregator.temporal_blocks:
+            block.ls1.gamma.fill_(0.5)
+        changed = ours(images)
+    assert rel_err(changed["depth"], out["depth"]) > 1e-3
+
+
+def test_camera_token_replacement_makes_cameras_static():
+    images = _grid(V=2, T=3)
+    torch.manual_seed(0)
+    m = model(temporal_attention=True, camera_token_replacement=True)
+    with torch.no_grad():
+        for block in m.aggregator.temporal_blocks:
+            block.ls1.gamma.fill_(0.3)
+            block.ls2.gamma.fill_(0.3)
+        on = m(images, heads=("camera",))["pose_enc"]
+        m.cfg.camera_token_replacement = False
+        off = m(images, heads=("camera",))["pose_enc"]
+    for t in range(1, 3):
+        assert torch.equal(on[:, :, t], on[:, :, 0])
+    assert (off[:, :, 1] - off[:, :, 0]).abs().max() > 1e-4
+
+
+def test_gaussians_per_timestep_shapes_and_analytic_mode():
+    images = _grid(V=2, T=2)
+    m = model()
+    with torch.no_grad():
+        out = m(images)
+        head = m.gaussians(images, out)[0]
+        analytic = m.gaussians(images, out, analytic=True)[0]
+    assert out["gaussian_raw"].shape == (1, 2, 2, 42, 56, 14)
+    assert len(head) == 2
+    for g in head:
+        assert g.means.shape == (2 * 42 * 56, 3) and g.sh.shape == (2 * 42 * 56, 1, 3)
+        for field in (g.means, g.quats, g.log_scales, g.opacity_logits, g.sh):
+            assert torch.isfinite(field).all()
+    # an untrained (zero-initialised) head gives exactly the analytic Gaussians
+    assert torch.equal(head[0].means, analytic[0].means)
+    torch.testing.assert_close(head[0].colors_dc, images[0, :, 0].permute(0, 2, 3, 1).reshape(-1, 3))
+    cams = m.cameras(out, 56, 42)[0]
+    assert len(cams) == 2 and len(cams[0]) == 2
+
+
+def test_pixel_gaussians_project_back_to_their_pixels():
+    from fuse4d.core.cameras import from_vggt_pose_encoding
+
+    H, W = 6, 8
+    enc = torch.tensor([[0.3, -0.2, 0.5, 0.1, 0.2, -0.1, 0.97, 0.9, 1.1]])
+    depth = 1.0 + torch.rand(1, H, W)
+    g = pixel_gaussians(torch.rand(1, H, W, 3), depth, enc)
+    cam = from_vggt_pose_encoding(torch.cat([enc[:, :3], torch.nn.functional.normalize(enc[:, 3:7], dim=-1),
+                                             enc[:, 7:]], -1), W, H)
+    x = g.means @ cam.viewmats[0, :3, :3].T + cam.viewmats[0, :3, 3]
+    uv = (x @ cam.Ks[0].T)[:, :2] / x[:, 2:]
+    v, u = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    torch.testing.assert_close(uv, torch.stack([u, v], -1).reshape(-1, 2).float(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(x[:, 2], depth.reshape(-1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(g.scales[:, 0], depth.reshape(-1) * 2 / (cam.Ks[0, 0, 0] + cam.Ks[0, 1, 1]))
+
+
+def test_parameter_groups():
+    names = dict(VGGT4D(tiny()).named_parameters())
+    groups = {parameter_group(n) for n in names}
+    assert groups == {"backbone", "head", "temporal"}
+    assert parameter_group("aggregator.temporal_blocks.0.attn.qkv.weight") == "temporal"
+    assert parameter_group("gaussian_head.projects.0.weight") == "head"
+    assert parameter_group("depth_head.projects.0.weight") == "backbone"
+
+
+def _write_grid(folder: Path, V: int, T: int):
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for v in range(V):
+        for t in range(T):
+            Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8)).save(folder / f"v{v:02d}_t{t:03d}.png")
+
+
+def _cli_args(*argv):
+    from fuse4d.core.recon import cli
+
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    return cli, p.parse_args(list(argv))
+
+
+def test_reconstruct_cli_writes_a_sequence(tmp_path):
+    from fuse4d.core.io import read_sequence
+
+    _write_grid(tmp_path / "frames", V=2, T=3)
+    cli, args = _cli_args(str(tmp_path / "frames"), "--views", "2", "--out", str(tmp_path / "seq"),
+                          "--config", "tiny", "--weights", str(WEIGHTS), "--width", "56")
+    assert cli.run(args) == 0
+    seq = read_sequence(tmp_path / "seq")
+    assert len(seq.frames) == 3 and seq.views == 2 and len(seq.cameras) == 2
+    assert len(seq.frames[0]) == 2 * 42 * 56           # 40x30 resized to width 56, height 42
+    assert np.isfinite(seq.frames[2].means).all()
+    assert seq.extra["mode"] == "analytic"             # VGGT weights have no Gaussian head
+
+
+def test_reconstruct_cli_rejects_bad_input(tmp_path):
+    _write_grid(tmp_path / "frames", V=2, T=2)
+    cli, args = _cli_args(str(tmp_path / "frames"), "--views", "2", "--out", str(tmp_path / "seq"), "--config", "tiny")
+    with pytest.raises(ValueError, match="--weights"):
+        cli.run(args)
+    cli, args = _cli_args(str(tmp_path / "frames"), "--views", "3", "--out", str(tmp_path / "seq"),
+                          "--config", "tiny", "--random-init")
+    with pytest.raises(ValueError, match="found 2 views"):
+        cli.run(args)
+    (tmp_path / "frames" / "v01_t001.png").unlink()
+    cli, args = _cli_args(str(tmp_path / "frames"), "--views", "2", "--out", str(tmp_path / "seq"),
+                          "--config", "tiny", "--random-init")
+    with pytest.raises(ValueError, match="v01_t001"):
+        cli.run(args)
+    assert not (tmp_path / "seq").exists()
