@@ -1,0 +1,32 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The Fused View-Time Attention node (the patching itself lives in wan_patch.py)."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from .wan_patch import BACKENDS, patch_fused_view_time
+
+
+class FusedViewTimeAttention(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Fuse4DFusedViewTimeAttention",
+            display_name="Fused View-Time Attention",
+            category="Fuse4D/model",
+            description="Make a native Wan 2.1 / 2.2 MODEL generate a V views x T frames grid: each token "
+                        "attends to its own view (all times) and its own time (all views); RoPE time "
+                        "positions become v*T_max + t. No new weights; text cross-attention unchanged.",
+            inputs=[
+                io.Model.Input("model"),
+                io.Int.Input("views", default=4, min=1, max=64),
+                io.Int.Input("t_max", default=0, min=0, max=4096,
+                             tooltip="RoPE time slots per view in latent frames (0: exactly T, no gap)"),
+                io.Combo.Input("backend", options=list(BACKENDS), default="auto"),
+            ],
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, views, t_max, backend) -> io.NodeOutput:
+        return io.NodeOutput(patch_fused_view_time(model, views, t_max, backend))

@@ -1,0 +1,148 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Load Reconstructor and Reconstruct 4D Gaussians (the feed-forward VGGT-based reconstructor)."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+import comfy.model_management
+import comfy.model_patcher
+import folder_paths
+from comfy_api.latest import io
+
+from .runtime import Steps
+from .types import Animated4D, GridInfo, Grid4D, Gaussians4D, Reconstructor
+
+FOLDERS = ("fuse4d", "vggt")
+WEIGHT_EXTENSIONS = {".safetensors"}
+VGGT_NONCOMMERCIAL = (
+    "VGGT-1B weights (facebook/VGGT-1B) are licensed CC BY-NC 4.0: non-commercial use only. "
+    "For commercial use take facebook/VGGT-1B-Commercial (its own licence) or Fuse4D checkpoints "
+    "trained by you."
+)
+VGGT_COMMERCIAL = "VGGT-1B-Commercial weights: check the licence that came with them before use."
+OWN_WEIGHTS = "Fuse4D checkpoint: licensed by whoever trained it; Fuse4D code is GPL-3.0-or-later."
+
+
+def register_folders() -> None:
+    """models/fuse4d and models/vggt, with the extensions we read (safetensors only, never pickles)."""
+    for name in FOLDERS:
+        path = os.path.join(folder_paths.models_dir, name)
+        if name in folder_paths.folder_names_and_paths:
+            paths, exts = folder_paths.folder_names_and_paths[name]
+            if path not in paths:
+                paths.append(path)
+            folder_paths.folder_names_and_paths[name] = (paths, set(exts) | WEIGHT_EXTENSIONS)
+        else:
+            folder_paths.folder_names_and_paths[name] = ([path], set(WEIGHT_EXTENSIONS))
+
+
+def reconstructor_files() -> list[str]:
+    register_folders()
+    return [f"{folder}/{name}" for folder in FOLDERS for name in folder_paths.get_filename_list(folder)]
+
+
+def licence_for(name: str) -> str:
+    low = name.lower()
+    if "vggt" in low:
+        return VGGT_COMMERCIAL if "commercial" in low else VGGT_NONCOMMERCIAL
+    return OWN_WEIGHTS
+
+
+def _recon_api():
+    try:
+        from ..core import recon
+    except ImportError as e:
+        raise RuntimeError("Fuse4D's reconstructor (fuse4d.core.recon) is not available in this install: "
+                           f"{e}") from e
+    return recon
+
+
+class ReconstructorHandle:
+    """A reconstructor under ComfyUI's model management (moved to the GPU when used, offloaded after)."""
+
+    def __init__(self, model: torch.nn.Module, name: str):
+        self.name = name
+        self.patcher = comfy.model_patcher.ModelPatcher(
+            model, load_device=comfy.model_management.get_torch_device(),
+            offload_device=comfy.model_management.unet_offload_device())
+
+    def load(self) -> torch.nn.Module:
+        comfy.model_management.load_models_gpu([self.patcher])
+        return self.patcher.model
+
+
+class LoadReconstructor(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Fuse4DLoadReconstructor",
+            display_name="Load Reconstructor",
+            category="Fuse4D/reconstruct",
+            description="The feed-forward 4D Gaussian reconstructor (VGGT backbone + Gaussian head) from "
+                        "models/fuse4d or models/vggt (.safetensors). " + VGGT_NONCOMMERCIAL,
+            inputs=[io.Combo.Input("weights", options=reconstructor_files(),
+                                   tooltip="VGGT-1B is CC BY-NC (non-commercial); VGGT-1B-Commercial exists")],
+            outputs=[Reconstructor.Output(display_name="reconstructor"), io.String.Output(display_name="licence")],
+        )
+
+    @classmethod
+    def execute(cls, weights) -> io.NodeOutput:
+        register_folders()
+        folder, _, name = weights.partition("/")
+        if folder not in FOLDERS or not name:
+            raise ValueError(f"pick a file from models/fuse4d or models/vggt; got {weights!r}")
+        path = folder_paths.get_full_path(folder, name)
+        if path is None:
+            raise ValueError(f"reconstructor weights not found: models/{weights}")
+        model = _recon_api().load_reconstructor(path)
+        licence = licence_for(weights)
+        return io.NodeOutput(ReconstructorHandle(model, weights), licence, ui={"text": [licence]})
+
+
+class Reconstruct4DGaussians(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Fuse4DReconstruct4DGaussians",
+            display_name="Reconstruct 4D Gaussians",
+            category="Fuse4D/reconstruct",
+            description="Feed-forward reconstruction of a V views x T frames IMAGE grid (view-major) "
+                        "into one Gaussian set per timestep, in the first camera's frame, plus V cameras.",
+            inputs=[
+                Reconstructor.Input("reconstructor"),
+                io.Image.Input("images"),
+                io.Int.Input("views", default=0, min=0, max=64, tooltip="0: take it from the grid input"),
+                Grid4D.Input("grid", optional=True),
+                io.Float.Input("fps", default=8.0, min=0.1, max=120.0),
+            ],
+            outputs=[Gaussians4D.Output(display_name="gaussians")],
+        )
+
+    @classmethod
+    def execute(cls, reconstructor: ReconstructorHandle, images, views, grid: GridInfo | None = None,
+                fps: float = 8.0) -> io.NodeOutput:
+        if grid is None and views < 1:
+            raise ValueError("give the number of views (or connect the grid from Decode 4D Grid)")
+        v = views or grid.views
+        count = images.shape[0]
+        if count % v:
+            raise ValueError(f"IMAGE holds {count} images, not V x T for V={v} views")
+        if grid is not None and views in (0, grid.views):
+            grid.check_count(count)
+        t = count // v
+        cube = images[..., :3].reshape(v, t, *images.shape[1:3], 3).permute(0, 1, 4, 2, 3).contiguous()
+        model = reconstructor.load()
+        steps = Steps(t)
+        frames, cameras = _recon_api().reconstruct_grid(model, cube, progress=_progress(steps))
+        return io.NodeOutput(Animated4D(frames=[g.detach().to("cpu") for g in frames], cameras=cameras.to("cpu"),
+                                        fps=fps, extra={"reconstructor": reconstructor.name}))
+
+
+def _progress(steps: Steps):
+    def tick(*_args, **_kwargs):
+        steps.check()
+        steps.done()
+
+    return tick

@@ -1,0 +1,119 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Fixtures for tests against a real ComfyUI server (one server per test session).
+
+Import the fixtures you need in a test module: ``from conftest_comfy import comfy_server``.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from comfy_runtime import CACHE, REPO, ComfyServer, ensure_comfyui, free_port, link_custom_node, run_with_comfy_path
+
+WORKFLOWS = REPO / "example_workflows"
+TINY_DIR = CACHE / "comfy_tiny_models"
+TEST_NODES = Path(__file__).resolve().parent / "comfy_test_nodes"
+RECON_NODES = {"Fuse4DLoadReconstructor", "Fuse4DReconstruct4DGaussians"}
+
+
+RECON_API = ("load_reconstructor", "reconstruct_grid", "write_tiny_reconstructor")
+
+
+def recon_available() -> bool:
+    """The nodes' contract with fuse4d.core.recon (see docs/comfyui.md); absent until that lands."""
+    if importlib.util.find_spec("fuse4d.core.recon") is None:
+        return False
+    import fuse4d.core.recon as recon
+
+    return all(hasattr(recon, name) for name in RECON_API)
+
+
+def _tiny_models() -> dict:
+    names = run_with_comfy_path(
+        "import json\nfrom comfy_tiny_models import write_tiny_models\n"
+        f"print(json.dumps(write_tiny_models({str(TINY_DIR)!r})))\n")
+    if recon_available():
+        from fuse4d.core.recon import write_tiny_reconstructor
+
+        path = TINY_DIR / "fuse4d" / "fuse4d_tiny_recon.safetensors"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_tiny_reconstructor(path)
+        names["fuse4d"] = path.name
+    return names
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    ensure_comfyui()
+    names = _tiny_models()
+    base = tmp_path_factory.mktemp("comfyui")
+    link_custom_node(base, "fuse4d", REPO)
+    link_custom_node(base, "fuse4d_test_nodes", TEST_NODES)
+    for sub, name in names.items():
+        (base / "models" / sub).mkdir(parents=True, exist_ok=True)
+        (base / "models" / sub / name).symlink_to(TINY_DIR / sub / name)
+    server = ComfyServer(base, free_port())
+    server.tiny = names
+    server.start()
+    yield server
+    server.stop()
+
+
+def load_workflow(name: str) -> dict:
+    return json.loads((WORKFLOWS / name).read_text())
+
+
+def downstream(workflow: dict, roots: set[str]) -> set[str]:
+    """Node ids that depend (transitively) on any of `roots`, roots included."""
+    found = set(roots)
+    changed = True
+    while changed:
+        changed = False
+        for nid, node in workflow.items():
+            if nid in found:
+                continue
+            for value in node["inputs"].values():
+                if isinstance(value, list) and len(value) == 2 and str(value[0]) in found:
+                    found.add(nid)
+                    changed = True
+                    break
+    return found
+
+
+def swap_tiny(workflow: dict, server, steps: int = 2, size=(64, 48), frames: int = 5) -> tuple[dict, bool]:
+    """The example workflow with tiny models and sizes; returns (prompt, reconstruction_pruned).
+
+    The 11 GB umT5 text encoder becomes a test node making random 4096-wide embeddings; Wan DiT / VAE
+    files become tiny random ones in ComfyUI's layout (Wan 2.1 layout also for the Wan 2.2 graph).
+    """
+    wf = copy.deepcopy(workflow)
+    for nid, node in list(wf.items()):
+        cls, inputs = node["class_type"], node["inputs"]
+        if cls == "UNETLoader":
+            inputs["unet_name"] = server.tiny["diffusion_models"]
+        elif cls == "VAELoader":
+            inputs["vae_name"] = server.tiny["vae"]
+        elif cls == "CLIPLoader":
+            del wf[nid]
+        elif cls == "CLIPTextEncode":
+            wf[nid] = {"class_type": "Fuse4DTestTinyText", "inputs": {"text": inputs["text"]}}
+        elif cls in ("Fuse4DEmpty4DLatent", "Fuse4DRenderFrozenTimeViews"):
+            inputs["width"], inputs["height"] = size
+            if "frames" in inputs:
+                inputs["frames"] = frames
+        elif cls == "KSampler":
+            inputs["steps"] = steps
+        elif cls == "Fuse4DLoadReconstructor" and "fuse4d" in server.tiny:
+            inputs["weights"] = f"fuse4d/{server.tiny['fuse4d']}"
+    pruned = False
+    if "fuse4d" not in server.tiny:
+        roots = {nid for nid, n in wf.items() if n["class_type"] in RECON_NODES}
+        for nid in downstream(wf, roots):
+            del wf[nid]
+        pruned = bool(roots)
+    return wf, pruned
