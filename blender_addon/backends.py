@@ -1,0 +1,342 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Generation back ends for "animate a captured scene", plain Python (no bpy): testable anywhere.
+
+Job folder protocol (what the add-on writes, what every back end reads/writes):
+  JOB/views/view_000.png ...   frozen-time renders of the source splats, one per rig camera
+  JOB/cameras.json             {"format": "fuse4d-job", "format_version": 1, "coordinates": "opencv",
+                                "views": V, "frames": T, "fps": f, "prompt": str,
+                                "source": "source.ply",
+                                "cameras": [{"viewmat" 4x4 world-to-camera, "K" 3x3, "width",
+                                             "height", "image": "views/view_000.png"}, ...]}
+  JOB/source.ply               the source Gaussians (data space = the cameras' world)
+  JOB/result/                  the back end's answer: a 4D sequence folder (manifest.json + PLYs,
+                               ideally in the job's world; if its manifest lists V cameras the add-on
+                               aligns them onto the job's) or a single .ply.
+Local CLI: `PYTHON -m fuse4d animate-scene --job JOB --out JOB/result`; progress is read from
+its output lines `progress <fraction 0..1> <message>` (tqdm-style `NN%|` lines work too);
+exit code 0 means done."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+JOB_FORMAT = "fuse4d-job"
+JOB_FILE = "cameras.json"
+RESULT_DIR = "result"
+PROGRESS_LINE = re.compile(r"^progress\s+([0-9.]+)\s*(.*)$")
+TQDM_PERCENT = re.compile(r"(\d{1,3})%\|")
+
+
+@dataclass
+class Status:
+    state: str = "idle"  # idle | running | done | failed | cancelled
+    progress: float = 0.0
+    message: str = ""
+    log: list[str] = field(default_factory=list)
+
+
+def write_job(folder: str | os.PathLike, cameras: list[dict], frames: int, fps: float,
+              prompt: str = "", source: str | None = "source.ply", extra: dict | None = None) -> Path:
+    """Write JOB/cameras.json (images and source.ply are written by the caller)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    job = {"format": JOB_FORMAT, "format_version": 1, "coordinates": "opencv", "views": len(cameras),
+           "frames": int(frames), "fps": float(fps), "prompt": prompt, "source": source,
+           "cameras": cameras, "extra": extra or {}}
+    tmp = folder / f".{JOB_FILE}.partial"
+    tmp.write_text(json.dumps(job, indent=1))
+    os.replace(tmp, folder / JOB_FILE)
+    return folder / JOB_FILE
+
+
+def read_job(folder: str | os.PathLike) -> dict:
+    path = Path(folder) / JOB_FILE
+    try:
+        job = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the job file ({exc})") from None
+    if job.get("format") != JOB_FORMAT:
+        raise ValueError(f"{path}: not a {JOB_FORMAT} file")
+    return job
+
+
+def parse_progress(line: str) -> tuple[float, str] | None:
+    m = PROGRESS_LINE.match(line.strip())
+    if m:
+        try:
+            return min(max(float(m.group(1)), 0.0), 1.0), m.group(2).strip()
+        except ValueError:
+            return None
+    m = TQDM_PERCENT.search(line)
+    if m:
+        return min(int(m.group(1)), 100) / 100.0, line.strip()[:80]
+    return None
+
+
+class Backend:
+    """start(job) once, then poll() until state is done/failed/cancelled; cancel() any time."""
+
+    def start(self, job: Path) -> None:
+        raise NotImplementedError
+
+    def poll(self) -> Status:
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        raise NotImplementedError
+
+
+class LocalCLIBackend(Backend):
+    """Runs the Fuse4D CLI in a subprocess (never in Blender's process); a reader thread collects
+    its output so polling never blocks."""
+
+    def __init__(self, python: str, command: list[str] | None = None, extra_args: list[str] | None = None,
+                 env: dict | None = None):
+        self.python = python
+        self.command = list(command) if command is not None else ["-m", "fuse4d", "animate-scene"]
+        self.extra_args = list(extra_args or [])
+        self.env = env
+        self.status = Status()
+        self._proc: subprocess.Popen | None = None
+        self._reader: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def argv(self, job: Path) -> list[str]:
+        return [self.python, *self.command, "--job", str(job), "--out", str(job / RESULT_DIR), *self.extra_args]
+
+    def start(self, job: Path) -> None:
+        job = Path(job)
+        if not self.python or not Path(self.python).exists():
+            raise ValueError(f"Fuse4D Python {self.python!r} not found (set it in the add-on preferences)")
+        env = dict(os.environ if self.env is None else self.env)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        self.status = Status("running", 0.0, "starting")
+        self._proc = subprocess.Popen(self.argv(job), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, text=True, bufsize=1, env=env, cwd=str(job))
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc and self._proc.stdout
+        for raw in self._proc.stdout:
+            # tqdm redraws with carriage returns; keep the last segment.
+            line = raw.rstrip("\n").split("\r")[-1]
+            with self._lock:
+                self.status.log.append(line)
+                del self.status.log[:-200]
+                parsed = parse_progress(line)
+                if parsed:
+                    self.status.progress, self.status.message = parsed
+
+    def poll(self) -> Status:
+        if self._proc is None:
+            return self.status
+        code = self._proc.poll()
+        if code is not None and self.status.state == "running":
+            if self._reader:
+                self._reader.join(timeout=2)
+            with self._lock:
+                if code == 0:
+                    self.status.state, self.status.progress, self.status.message = "done", 1.0, "finished"
+                else:
+                    tail = "\n".join(self.status.log[-10:])
+                    self.status.state, self.status.message = "failed", f"exit code {code}: {tail}"
+        return self.status
+
+    def cancel(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self.status.state, self.status.message = "cancelled", "cancelled"
+
+
+# --- ComfyUI ---------------------------------------------------------------------------------
+
+@dataclass
+class ComfyBindings:
+    """Where the job goes in the API-format workflow (node ids are configurable: they depend on
+    the workflow shipped by the ComfyUI pack). `images`: one node id per view ("nodes") or one node
+    taking newline-joined names; each entry is (node id, input name)."""
+
+    image_nodes: list[str] = field(default_factory=list)
+    image_input: str = "image"
+    cameras: tuple[str, str] | None = None
+    frames: tuple[str, str] | None = None
+    prompt: tuple[str, str] | None = None
+    output_node: str | None = None
+    source: tuple[str, str] | None = None  # where the uploaded source.ply goes (e.g. a Load Splat node)
+    views: tuple[str, str] | None = None  # where the view count goes
+
+    @staticmethod
+    def from_dict(d: dict) -> "ComfyBindings":
+        pair = lambda v: (str(v["node"]), str(v["input"])) if v else None  # noqa: E731
+        return ComfyBindings([str(n) for n in d.get("image_nodes", [])], d.get("image_input", "image"),
+                             pair(d.get("cameras")), pair(d.get("frames")), pair(d.get("prompt")),
+                             str(d["output_node"]) if d.get("output_node") is not None else None,
+                             pair(d.get("source")), pair(d.get("views")))
+
+
+def load_workflow_template(path: str | os.PathLike) -> tuple[dict, ComfyBindings]:
+    """A template file: {"workflow": <API-format prompt>, "bindings": {...}}."""
+    data = json.loads(Path(path).read_text())
+    if "workflow" not in data or "bindings" not in data:
+        raise ValueError(f"{path}: a workflow template needs 'workflow' and 'bindings'")
+    return data["workflow"], ComfyBindings.from_dict(data["bindings"])
+
+
+def bind_workflow(workflow: dict, bindings: ComfyBindings, images: list[str], job: dict,
+                  source: str | None = None) -> dict:
+    """A copy of `workflow` with the uploaded image names, cameras, frame count and prompt set."""
+    wf = json.loads(json.dumps(workflow))
+
+    def put(node: str, name: str, value) -> None:
+        if node not in wf:
+            raise ValueError(f"workflow has no node {node!r} (check the node ids in the add-on preferences)")
+        wf[node].setdefault("inputs", {})[name] = value
+
+    if not bindings.image_nodes:
+        pass  # the workflow renders its own views from the source splats
+    elif len(bindings.image_nodes) == 1 and len(images) > 1:
+        put(bindings.image_nodes[0], bindings.image_input, "\n".join(images))
+    else:
+        if len(bindings.image_nodes) < len(images):
+            raise ValueError(f"the workflow takes {len(bindings.image_nodes)} images, the rig has {len(images)} views")
+        for node, name in zip(bindings.image_nodes, images):
+            put(node, bindings.image_input, name)
+    if bindings.cameras:
+        put(*bindings.cameras, json.dumps(job["cameras"]))
+    if bindings.frames:
+        put(*bindings.frames, int(job["frames"]))
+    if bindings.prompt:
+        put(*bindings.prompt, job.get("prompt", ""))
+    if bindings.views:
+        put(*bindings.views, len(job["cameras"]))
+    if bindings.source:
+        if source is None:
+            raise ValueError("the workflow wants the source splats but none were uploaded")
+        put(*bindings.source, source)
+    return wf
+
+
+class ComfyUIBackend(Backend):
+    """Upload views, queue the bound workflow, poll /history, download the output node's files into
+    JOB/result. All HTTP happens in a background thread; poll() only reads shared state."""
+
+    def __init__(self, url: str, workflow: dict, bindings: ComfyBindings, timeout: float = 30.0,
+                 poll_interval: float = 0.5):
+        self.url = url.rstrip("/")
+        self.workflow, self.bindings = workflow, bindings
+        self.timeout, self.poll_interval = timeout, poll_interval
+        self.client_id = uuid.uuid4().hex
+        self.status = Status()
+        self.prompt_id: str | None = None
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # HTTP helpers
+    def _request(self, path: str, data: bytes | None = None, headers: dict | None = None) -> bytes:
+        req = urllib.request.Request(self.url + path, data=data, headers=headers or {})
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            return resp.read()
+
+    def _json(self, path: str, payload: dict | None = None):
+        data = None if payload is None else json.dumps(payload).encode()
+        return json.loads(self._request(path, data, {"Content-Type": "application/json"} if data else None) or b"null")
+
+    def upload_image(self, path: Path, content_type: str = "image/png") -> str:
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{path.name}\"\r\n"
+                f"Content-Type: {content_type}\r\n\r\n").encode() + path.read_bytes() + \
+            (f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\ntrue"
+             f"\r\n--{boundary}--\r\n").encode()
+        answer = json.loads(self._request("/upload/image", body,
+                                          {"Content-Type": f"multipart/form-data; boundary={boundary}"}))
+        return f"{answer['subfolder']}/{answer['name']}" if answer.get("subfolder") else answer["name"]
+
+    def start(self, job: Path) -> None:
+        self.status = Status("running", 0.0, "uploading views")
+        self._thread = threading.Thread(target=self._run, args=(Path(job),), daemon=True)
+        self._thread.start()
+
+    def _run(self, job: Path) -> None:
+        try:
+            spec = read_job(job)
+            names, source = [], None
+            if self.bindings.source and spec.get("source"):
+                source = self.upload_image(job / spec["source"], "application/octet-stream")
+            for i, cam in enumerate(spec["cameras"] if self.bindings.image_nodes else []):
+                if self._cancel.is_set():
+                    return
+                names.append(self.upload_image(job / cam["image"]))
+                self.status.progress = 0.1 * (i + 1) / len(spec["cameras"])
+            wf = bind_workflow(self.workflow, self.bindings, names, spec, source)
+            answer = self._json("/prompt", {"prompt": wf, "client_id": self.client_id})
+            if answer.get("node_errors"):
+                raise ValueError(f"ComfyUI rejected the workflow: {answer['node_errors']}")
+            self.prompt_id = answer["prompt_id"]
+            self.status.message = "queued"
+            started = time.monotonic()
+            while not self._cancel.is_set():
+                history = self._json(f"/history/{self.prompt_id}") or {}
+                entry = history.get(self.prompt_id)
+                if entry:
+                    state = entry.get("status", {})
+                    if state.get("status_str") == "error":
+                        raise RuntimeError(f"ComfyUI failed: {state.get('messages', '')}"[:500])
+                    if state.get("completed", True):
+                        self._download(entry.get("outputs", {}), job / RESULT_DIR)
+                        self.status.state, self.status.progress, self.status.message = "done", 1.0, "finished"
+                        return
+                # No fine-grained progress without the websocket: creep towards 0.9 while waiting.
+                waited = time.monotonic() - started
+                self.status.progress = 0.1 + 0.8 * waited / (waited + 30.0)
+                self.status.message = f"running on ComfyUI ({waited:.0f} s)"
+                self._cancel.wait(self.poll_interval)
+        except Exception as exc:  # reported through poll(), never raised in Blender's thread
+            if not self._cancel.is_set():
+                self.status.state, self.status.message = "failed", f"{type(exc).__name__}: {exc}"
+
+    def _download(self, outputs: dict, folder: Path) -> None:
+        nodes = [self.bindings.output_node] if self.bindings.output_node else list(outputs)
+        files = [item for node in nodes for value in outputs.get(node, {}).values() if isinstance(value, list)
+                 for item in value if isinstance(item, dict) and "filename" in item]
+        if not files:
+            raise RuntimeError("ComfyUI finished but the output node produced no files")
+        tmp = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for item in files:
+            query = urllib.parse.urlencode({"filename": item["filename"], "subfolder": item.get("subfolder", ""),
+                                            "type": item.get("type", "output")})
+            name = Path(item["filename"]).name
+            (tmp / name).write_bytes(self._request(f"/view?{query}"))
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+
+    def poll(self) -> Status:
+        return self.status
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        try:  # drop our prompt from the queue, stop it if it is running
+            if self.prompt_id:
+                self._json("/queue", {"delete": [self.prompt_id]})
+                self._json("/interrupt", {})
+        except (OSError, urllib.error.URLError, ValueError):
+            pass
+        self.status.state, self.status.message = "cancelled", "cancelled"

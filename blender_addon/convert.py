@@ -1,0 +1,106 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Numpy-only conversions between splat files and Blender (no bpy: unit-testable anywhere).
+
+Convention: point attributes hold the file's values unchanged (OpenCV world: x right, y down,
+z forward). The OpenCV -> Blender axis change (x, y, z) -> (x, z, -y), a -90 degree rotation
+about X, lives on the object's transform (`OPENCV_TO_BLENDER`), so export writes the attributes
+back bit-exactly and the user may move/scale the object freely."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# (x, y, z)_opencv -> (x, z, -y)_blender as a 4x4 (the object's base matrix_world).
+OPENCV_TO_BLENDER = np.array([[1.0, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]])
+OPENCV_TO_BLENDER_EULER = (-math.pi / 2, 0.0, 0.0)
+# Blender cameras look down -Z with +Y up; OpenCV cameras look down +Z with +Y down.
+FLIP_YZ = np.diag([1.0, -1.0, -1.0, 1.0])
+# How many standard deviations the drawn ellipsoid covers (gsplat truncates at 3 sigma too).
+SIGMA_EXTENT = 3.0
+
+
+def f_rest_names(sh_degree: int) -> list[str]:
+    return [f"f_rest_{i}" for i in range(3 * ((sh_degree + 1) ** 2 - 1))]
+
+
+def f_rest_columns(sh: np.ndarray) -> np.ndarray:
+    """[N, K, 3] SH -> [N, 3(K-1)] columns in file order (grouped by channel)."""
+    n, k = sh.shape[0], sh.shape[1]
+    return np.ascontiguousarray(sh[:, 1:].transpose(0, 2, 1).reshape(n, 3 * (k - 1)))
+
+
+def sh_from_columns(f_dc: np.ndarray, f_rest: np.ndarray) -> np.ndarray:
+    """The inverse of `f_rest_columns`: [N,3] DC and [N, 3(K-1)] rest -> [N, K, 3]."""
+    n = len(f_dc)
+    k = f_rest.shape[1] // 3 + 1
+    rest = f_rest.reshape(n, 3, k - 1).transpose(0, 2, 1)
+    return np.concatenate([f_dc[:, None, :], rest], axis=1).astype(np.float32)
+
+
+def camera_to_opencv(cam_world: np.ndarray, object_world: np.ndarray) -> np.ndarray:
+    """A Blender camera's matrix_world -> world-to-camera OpenCV viewmat in the object's data space
+    (the frame its point attributes live in). Object scale is divided out of the rotation."""
+    local = np.linalg.inv(object_world) @ cam_world
+    rot = local[:3, :3]
+    local[:3, :3] = rot / np.linalg.norm(rot, axis=0, keepdims=True)
+    return np.linalg.inv(local @ FLIP_YZ)
+
+
+def opencv_to_camera(viewmat: np.ndarray, object_world: np.ndarray) -> np.ndarray:
+    """The inverse of `camera_to_opencv` (for a uniformly scaled object)."""
+    local = np.linalg.inv(np.asarray(viewmat, np.float64)) @ FLIP_YZ
+    world = object_world @ local
+    world[:3, :3] /= np.linalg.norm(world[:3, :3], axis=0, keepdims=True)
+    return world
+
+
+def intrinsics(lens: float, sensor_width: float, width: int, height: int,
+               shift_x: float = 0.0, shift_y: float = 0.0) -> np.ndarray:
+    """K of a Blender camera with horizontal sensor fit and square pixels."""
+    f = lens / sensor_width * width
+    return np.array([[f, 0.0, width / 2 - shift_x * width], [0.0, f, height / 2 + shift_y * width],
+                     [0.0, 0.0, 1.0]])
+
+
+def lens_from_intrinsics(K, width: int, height: int, sensor_width: float = 36.0) -> dict:
+    """Blender camera settings (horizontal fit) reproducing K (fx is used; square pixels assumed)."""
+    K = np.asarray(K, np.float64)
+    return {"lens": K[0, 0] / width * sensor_width, "sensor_width": sensor_width,
+            "shift_x": -(K[0, 2] - width / 2) / width, "shift_y": (K[1, 2] - height / 2) / width}
+
+
+def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """4x4 similarity (scale, rotation, translation) best mapping points `src` onto `dst`
+    in the least-squares sense (Umeyama). Needs 3+ non-collinear points."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    a, b = src - mu_s, dst - mu_d
+    cov = b.T @ a / len(src)
+    u, d, vt = np.linalg.svd(cov)
+    s = np.eye(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        s[2, 2] = -1
+    rot = u @ s @ vt
+    var = (a ** 2).sum() / len(src)
+    scale = float(np.trace(np.diag(d) @ s) / var) if var > 0 else 1.0
+    out = np.eye(4)
+    out[:3, :3] = scale * rot
+    out[:3, 3] = mu_d - scale * rot @ mu_s
+    return out
+
+
+def align_result(result_viewmats: list, job_viewmats: list) -> np.ndarray:
+    """4x4 taking the back end's world into the job's (object data) world, from the cameras both
+    sides know. Identity when the back end already answered in the job's frame."""
+    res = [np.asarray(v, np.float64) for v in result_viewmats]
+    job = [np.asarray(v, np.float64) for v in job_viewmats]
+    if not res or len(res) != len(job):
+        return np.eye(4)
+    res_c = np.array([np.linalg.inv(v)[:3, 3] for v in res])
+    job_c = np.array([np.linalg.inv(v)[:3, 3] for v in job])
+    spread = np.linalg.svd(job_c - job_c.mean(0), compute_uv=False) if len(job) >= 3 else np.zeros(3)
+    if len(job) >= 3 and spread[1] > 1e-6 * max(spread[0], 1e-12):
+        return similarity(res_c, job_c)
+    # One or two (or collinear) cameras: a rigid fit from the first camera's full pose.
+    return np.linalg.inv(job[0]) @ res[0]

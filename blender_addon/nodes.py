@@ -1,0 +1,299 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Geometry Nodes and the material that make a point cloud look (and render) like Gaussians,
+and the node group that shows one timestep of a 4D sequence. Everything is stored in the .blend
+(no handlers, no Python at render time)."""
+from __future__ import annotations
+
+import bpy
+
+from .convert import SIGMA_EXTENT
+from .splatio import SH_C0
+
+TIME_GROUP = "Fuse4D Time"
+DISPLAY_GROUP = "Fuse4D Splats"
+MATERIAL = "Fuse4D Splat"
+TIME_MODIFIER = "Fuse4D Time"
+DISPLAY_MODIFIER = "Fuse4D Splats"
+VERSION = 1  # bump when a group's layout changes; older groups are rebuilt
+
+
+class Builder:
+    """Tiny helper: add nodes and links with less noise."""
+
+    def __init__(self, tree):
+        self.tree = tree
+        self.x = 0
+
+    def node(self, kind: str, **props):
+        n = self.tree.nodes.new(kind)
+        n.location = (self.x, 0)
+        self.x += 180
+        for key, value in props.items():
+            setattr(n, key, value)
+        return n
+
+    def link(self, out, inp):
+        self.tree.links.new(out, inp)
+
+    def math(self, op: str, a, b=None, kind="ShaderNodeMath"):
+        n = self.node(kind, operation=op)
+        for i, v in enumerate((a, b)):
+            if v is None:
+                continue
+            if isinstance(v, (int, float)):
+                n.inputs[i].default_value = v
+            else:
+                self.link(v, n.inputs[i])
+        return n.outputs[0]
+
+
+def _socket(tree, name, in_out, kind, default=None, lo=None, hi=None):
+    s = tree.interface.new_socket(name, in_out=in_out, socket_type=kind)
+    if default is not None:
+        s.default_value = default
+    if lo is not None:
+        s.min_value = lo
+    if hi is not None:
+        s.max_value = hi
+    return s
+
+
+def _fresh_group(name: str):
+    tree = bpy.data.node_groups.get(name)
+    if tree is not None and tree.get("fuse4d_version") == VERSION:
+        return tree, False
+    if tree is None:
+        tree = bpy.data.node_groups.new(name, "GeometryNodeTree")
+    else:
+        tree.nodes.clear()
+        tree.interface.clear()
+    tree["fuse4d_version"] = VERSION
+    return tree, True
+
+
+def time_group():
+    """Keep only the points whose `timestep` attribute equals the Frame Index input."""
+    tree, build = _fresh_group(TIME_GROUP)
+    if not build:
+        return tree
+    _socket(tree, "Geometry", "INPUT", "NodeSocketGeometry")
+    _socket(tree, "Frame Index", "INPUT", "NodeSocketInt", 0)
+    _socket(tree, "Geometry", "OUTPUT", "NodeSocketGeometry")
+    b = Builder(tree)
+    gin = b.node("NodeGroupInput")
+    attr = b.node("GeometryNodeInputNamedAttribute", data_type="INT")
+    attr.inputs["Name"].default_value = "timestep"
+    cmp = b.node("FunctionNodeCompare", data_type="INT", operation="NOT_EQUAL")
+    b.link(attr.outputs["Attribute"], cmp.inputs[2])
+    b.link(gin.outputs["Frame Index"], cmp.inputs[3])
+    delete = b.node("GeometryNodeDeleteGeometry", domain="POINT")
+    b.link(gin.outputs["Geometry"], delete.inputs["Geometry"])
+    b.link(cmp.outputs[0], delete.inputs["Selection"])
+    gout = b.node("NodeGroupOutput")
+    b.link(delete.outputs[0], gout.inputs["Geometry"])
+    return tree
+
+
+def display_group():
+    """Points -> oriented ellipsoids (ico-spheres scaled by SIGMA_EXTENT * exp(scale) * multiplier,
+    rotated by the normalised `rot`), or plain points; colour and opacity stored for the material."""
+    tree, build = _fresh_group(DISPLAY_GROUP)
+    if not build:
+        return tree
+    _socket(tree, "Geometry", "INPUT", "NodeSocketGeometry")
+    _socket(tree, "Ellipsoids", "INPUT", "NodeSocketBool", True)
+    _socket(tree, "Scale Multiplier", "INPUT", "NodeSocketFloat", 1.0, 0.0, 100.0)
+    _socket(tree, "Viewport Subsample", "INPUT", "NodeSocketFloat", 1.0, 0.0, 1.0)
+    _socket(tree, "Render Subsample", "INPUT", "NodeSocketFloat", 1.0, 0.0, 1.0)
+    _socket(tree, "Subdivisions", "INPUT", "NodeSocketInt", 2, 1, 5)
+    _socket(tree, "Material", "INPUT", "NodeSocketMaterial")
+    _socket(tree, "Geometry", "OUTPUT", "NodeSocketGeometry")
+    b = Builder(tree)
+    gin = b.node("NodeGroupInput")
+
+    # Subsample: keep a deterministic random fraction (different ratio in the viewport and renders).
+    rand = b.node("FunctionNodeRandomValue", data_type="FLOAT")
+    viewport = b.node("GeometryNodeIsViewport")
+    ratio = b.node("GeometryNodeSwitch", input_type="FLOAT")
+    b.link(viewport.outputs[0], ratio.inputs["Switch"])
+    b.link(gin.outputs["Render Subsample"], ratio.inputs["False"])
+    b.link(gin.outputs["Viewport Subsample"], ratio.inputs["True"])
+    drop = b.math("GREATER_THAN", rand.outputs[1], ratio.outputs[0], "ShaderNodeMath")
+    delete = b.node("GeometryNodeDeleteGeometry", domain="POINT")
+    b.link(gin.outputs["Geometry"], delete.inputs["Geometry"])
+    b.link(drop, delete.inputs["Selection"])
+    geo = delete.outputs[0]
+
+    # Colour 0.5 + C0 * f_dc and opacity sigmoid(logit), for the material.
+    dc = b.node("GeometryNodeInputNamedAttribute", data_type="FLOAT_VECTOR")
+    dc.inputs["Name"].default_value = "f_dc"
+    color = b.node("ShaderNodeVectorMath", operation="MULTIPLY_ADD")
+    b.link(dc.outputs["Attribute"], color.inputs[0])
+    color.inputs[1].default_value = (SH_C0,) * 3
+    color.inputs[2].default_value = (0.5,) * 3
+    store_c = b.node("GeometryNodeStoreNamedAttribute", data_type="FLOAT_VECTOR", domain="POINT")
+    store_c.inputs["Name"].default_value = "splat_color"
+    b.link(geo, store_c.inputs["Geometry"])
+    b.link(color.outputs[0], store_c.inputs["Value"])
+    op = b.node("GeometryNodeInputNamedAttribute", data_type="FLOAT")
+    op.inputs["Name"].default_value = "opacity"
+    alpha = b.math("DIVIDE", 1.0, b.math("ADD", 1.0, b.math("EXPONENT", b.math("MULTIPLY", op.outputs["Attribute"], -1.0))))
+    store_a = b.node("GeometryNodeStoreNamedAttribute", data_type="FLOAT", domain="POINT")
+    store_a.inputs["Name"].default_value = "splat_alpha"
+    b.link(store_c.outputs[0], store_a.inputs["Geometry"])
+    b.link(alpha, store_a.inputs["Value"])
+    geo = store_a.outputs[0]
+
+    # Size: SIGMA_EXTENT * exp(log scale) * multiplier, per axis.
+    sc = b.node("GeometryNodeInputNamedAttribute", data_type="FLOAT_VECTOR")
+    sc.inputs["Name"].default_value = "scale"
+    sep = b.node("ShaderNodeSeparateXYZ")
+    b.link(sc.outputs["Attribute"], sep.inputs[0])
+    comb = b.node("ShaderNodeCombineXYZ")
+    mult = b.math("MULTIPLY", gin.outputs["Scale Multiplier"], SIGMA_EXTENT)
+    for i in range(3):
+        b.link(b.math("MULTIPLY", b.math("EXPONENT", sep.outputs[i]), mult), comb.inputs[i])
+
+    # Rotation: the stored quaternion normalised (files often hold unnormalised ones).
+    rot = b.node("GeometryNodeInputNamedAttribute", data_type="QUATERNION")
+    rot.inputs["Name"].default_value = "rot"
+    wxyz = b.node("FunctionNodeRotationToQuaternion")
+    b.link(rot.outputs["Attribute"], wxyz.inputs[0])
+    sq = [b.math("MULTIPLY", wxyz.outputs[i], wxyz.outputs[i]) for i in range(4)]
+    norm = b.math("SQRT", b.math("ADD", b.math("ADD", sq[0], sq[1]), b.math("ADD", sq[2], sq[3])))
+    norm = b.math("MAXIMUM", norm, 1e-12)
+    quat = b.node("FunctionNodeQuaternionToRotation")
+    for i in range(4):
+        b.link(b.math("DIVIDE", wxyz.outputs[i], norm), quat.inputs[i])
+
+    ico = b.node("GeometryNodeMeshIcoSphere")
+    ico.inputs["Radius"].default_value = 1.0
+    b.link(gin.outputs["Subdivisions"], ico.inputs["Subdivisions"])
+    smooth = b.node("GeometryNodeSetShadeSmooth")
+    b.link(ico.outputs["Mesh"], smooth.inputs["Geometry"])
+    mat_ico = b.node("GeometryNodeSetMaterial")
+    b.link(smooth.outputs[0], mat_ico.inputs["Geometry"])
+    b.link(gin.outputs["Material"], mat_ico.inputs["Material"])
+    inst = b.node("GeometryNodeInstanceOnPoints")
+    b.link(geo, inst.inputs["Points"])
+    b.link(mat_ico.outputs[0], inst.inputs["Instance"])
+    b.link(quat.outputs[0], inst.inputs["Rotation"])
+    b.link(comb.outputs[0], inst.inputs["Scale"])
+
+    # Points mode: spheres of the mean radius (fast viewport display).
+    radius = b.math("DIVIDE", b.math("ADD", b.math("ADD", comb.inputs[0].links[0].from_socket,
+                                                      comb.inputs[1].links[0].from_socket),
+                                     comb.inputs[2].links[0].from_socket), 3.0)
+    set_r = b.node("GeometryNodeSetPointRadius")
+    b.link(geo, set_r.inputs["Points"])
+    b.link(radius, set_r.inputs["Radius"])
+    mat_pts = b.node("GeometryNodeSetMaterial")
+    b.link(set_r.outputs[0], mat_pts.inputs["Geometry"])
+    b.link(gin.outputs["Material"], mat_pts.inputs["Material"])
+
+    switch = b.node("GeometryNodeSwitch", input_type="GEOMETRY")
+    b.link(gin.outputs["Ellipsoids"], switch.inputs["Switch"])
+    b.link(mat_pts.outputs[0], switch.inputs["False"])
+    b.link(inst.outputs[0], switch.inputs["True"])
+    gout = b.node("NodeGroupOutput")
+    b.link(switch.outputs[0], gout.inputs["Geometry"])
+    return tree
+
+
+def splat_material():
+    """Emission coloured 0.5 + C0*f_dc, alpha = sigmoid(opacity) * Gaussian falloff.
+    The falloff uses the shell's facing ratio: on a unit sphere a ray hitting with normal N
+    passes at projected distance r = sqrt(1 - (N.V)^2) from the centre, and the shell is
+    SIGMA_EXTENT sigmas, so alpha = a * exp(-0.5 * (SIGMA_EXTENT r)^2). Back faces are
+    transparent so each splat counts once (EEVEE and Cycles alike)."""
+    mat = bpy.data.materials.get(MATERIAL)
+    if mat is not None and mat.get("fuse4d_version") == VERSION:
+        return mat
+    mat = mat or bpy.data.materials.new(MATERIAL)
+    mat["fuse4d_version"] = VERSION
+    mat.use_nodes = True
+    if hasattr(mat, "surface_render_method"):
+        mat.surface_render_method = "DITHERED"
+    mat.use_backface_culling = False
+    tree = mat.node_tree
+    tree.nodes.clear()
+    b = Builder(tree)
+
+    def attr(name):
+        # Instanced ellipsoids see the value on the instancer; plain points on their geometry.
+        a = b.node("ShaderNodeAttribute", attribute_type="INSTANCER", attribute_name=name)
+        g = b.node("ShaderNodeAttribute", attribute_type="GEOMETRY", attribute_name=name)
+        return a, g
+
+    ci, cg = attr("splat_color")
+    color = b.node("ShaderNodeVectorMath", operation="ADD")
+    b.link(ci.outputs["Vector"], color.inputs[0])
+    b.link(cg.outputs["Vector"], color.inputs[1])
+    # Splat colours are display values; emission is scene-linear (sRGB decode, gamma 2.2 approx).
+    gamma = b.node("ShaderNodeGamma")
+    b.link(color.outputs[0], gamma.inputs["Color"])
+    gamma.inputs["Gamma"].default_value = 2.2
+    emit = b.node("ShaderNodeEmission")
+    b.link(gamma.outputs[0], emit.inputs["Color"])
+    emit.inputs["Strength"].default_value = 1.0
+
+    ai, ag = attr("splat_alpha")
+    alpha = b.math("ADD", ai.outputs["Fac"], ag.outputs["Fac"])
+    geom = b.node("ShaderNodeNewGeometry")
+    dot = b.node("ShaderNodeVectorMath", operation="DOT_PRODUCT")
+    b.link(geom.outputs["Normal"], dot.inputs[0])
+    b.link(geom.outputs["Incoming"], dot.inputs[1])
+    r2 = b.math("SUBTRACT", 1.0, b.math("MULTIPLY", dot.outputs["Value"], dot.outputs["Value"]))
+    falloff = b.math("EXPONENT", b.math("MULTIPLY", r2, -0.5 * SIGMA_EXTENT ** 2))
+    front = b.math("SUBTRACT", 1.0, geom.outputs["Backfacing"])
+    fac = b.math("MULTIPLY", b.math("MULTIPLY", alpha, falloff), front)
+    transparent = b.node("ShaderNodeBsdfTransparent")
+    mix = b.node("ShaderNodeMixShader")
+    b.link(fac, mix.inputs["Fac"])
+    b.link(transparent.outputs[0], mix.inputs[1])
+    b.link(emit.outputs[0], mix.inputs[2])
+    out = b.node("ShaderNodeOutputMaterial")
+    b.link(mix.outputs[0], out.inputs["Surface"])
+    return mat
+
+
+def _input_id(group, name: str) -> str:
+    return next(s.identifier for s in group.interface.items_tree
+                if getattr(s, "in_out", None) == "INPUT" and s.name == name)
+
+
+def set_input(modifier, name: str, value) -> None:
+    modifier[_input_id(modifier.node_group, name)] = value
+
+
+def get_input(modifier, name: str):
+    return modifier[_input_id(modifier.node_group, name)]
+
+
+def input_path(modifier, name: str) -> str:
+    """Data path (from the object) of a modifier input, for keyframes."""
+    return f'modifiers["{modifier.name}"]["{_input_id(modifier.node_group, name)}"]'
+
+
+def add_display(obj, ellipsoids: bool = True, scale_multiplier: float = 1.0,
+                viewport_subsample: float = 1.0):
+    mod = obj.modifiers.get(DISPLAY_MODIFIER) or obj.modifiers.new(DISPLAY_MODIFIER, "NODES")
+    mod.node_group = display_group()
+    set_input(mod, "Ellipsoids", bool(ellipsoids))
+    set_input(mod, "Scale Multiplier", float(scale_multiplier))
+    set_input(mod, "Viewport Subsample", float(viewport_subsample))
+    set_input(mod, "Material", splat_material())
+    if splat_material().name not in obj.data.materials:
+        obj.data.materials.append(splat_material())
+    return mod
+
+
+def add_time(obj):
+    """The timestep filter goes first so the display only ever sees one timestep."""
+    mod = obj.modifiers.get(TIME_MODIFIER) or obj.modifiers.new(TIME_MODIFIER, "NODES")
+    mod.node_group = time_group()
+    index = list(obj.modifiers).index(mod)
+    if index != 0:
+        with bpy.context.temp_override(object=obj):
+            bpy.ops.object.modifier_move_to_index(modifier=mod.name, index=0)
+    return mod

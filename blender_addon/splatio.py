@@ -1,0 +1,13 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The numpy-only splat format module, from wherever it lives.
+
+In the installable zip, `build.py` copies `core/io/*.py` into the subpackage `_splatio/`
+(Blender's Python has numpy but no torch and no `fuse4d` package). Inside the repository
+(tests, development) that copy does not exist and we import `fuse4d.core.io` directly.
+Every other module of the add-on imports formats only through this shim."""
+try:
+    from ._splatio import (SH_C0, Sequence4D, SplatArrays, SplatFormatError, atomic_output,  # noqa: F401
+                           read_manifest, read_ply, read_sequence, write_ply, write_sequence)
+except ImportError:
+    from ..core.io import (SH_C0, Sequence4D, SplatArrays, SplatFormatError, atomic_output,  # noqa: F401
+                           read_manifest, read_ply, read_sequence, write_ply, write_sequence)

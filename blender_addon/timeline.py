@@ -1,0 +1,51 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Timesteps on the timeline: the Time modifier's "Frame Index" input is keyframed (one constant
+key per timestep), so retiming is ordinary F-curve editing and it all lives in the .blend."""
+from __future__ import annotations
+
+from .nodes import input_path, set_input
+
+MODES = ("HOLD", "LOOP")
+
+
+def keyframe_timesteps(obj, modifier, timesteps: int, frame_start: int = 1, mode: str = "HOLD") -> None:
+    """Timestep t shows from frame `frame_start + t`; before/after the range the first/last one
+    holds (HOLD) or the sequence repeats (LOOP)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    path = input_path(modifier, "Frame Index")
+    # LOOP gets one more key (timestep 0 again) so the cycle's period is exactly `timesteps` frames.
+    for t in range(timesteps + (mode == "LOOP")):
+        set_input(modifier, "Frame Index", t % timesteps)
+        obj.keyframe_insert(data_path=path, frame=frame_start + t)
+    curve = obj.animation_data.action.fcurves.find(path)
+    for key in curve.keyframe_points:
+        key.interpolation = "CONSTANT"
+    curve.extrapolation = "CONSTANT"
+    for m in list(curve.modifiers):
+        curve.modifiers.remove(m)
+    if mode == "LOOP":
+        curve.modifiers.new("CYCLES")
+    obj["fuse4d_frame_start"] = frame_start
+    obj["fuse4d_timesteps"] = timesteps
+
+
+def set_scene_timing(scene, fps: float, frame_start: int, timesteps: int) -> None:
+    """Scene fps (fractional rates through fps_base) and frame range from a manifest."""
+    whole = max(1, round(fps))
+    scene.render.fps = whole
+    scene.render.fps_base = whole / fps
+    scene.frame_start = frame_start
+    scene.frame_end = frame_start + timesteps - 1
+
+
+def timestep_at(obj, frame: int) -> int:
+    """The timestep shown at `frame` (evaluates the keyframed input, as the depsgraph does)."""
+    from .nodes import TIME_MODIFIER
+
+    mod = obj.modifiers[TIME_MODIFIER]
+    curve = obj.animation_data.action.fcurves.find(input_path(mod, "Frame Index"))
+    return int(round(curve.evaluate(frame)))
+
+
+__all__ = ["MODES", "keyframe_timesteps", "set_scene_timing", "timestep_at"]

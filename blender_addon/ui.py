@@ -1,0 +1,284 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Operators, menus, the sidebar panel and the add-on preferences."""
+import json
+from pathlib import Path
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy_extras.io_utils import ExportHelper, ImportHelper
+
+from . import importer, nodes
+from .animate import AnimateJob
+from .backends import ComfyBindings, ComfyUIBackend, LocalCLIBackend, load_workflow_template
+from .rig import create_rig, rig_cameras
+from .splatio import SplatFormatError
+
+ADDON_DIR = Path(__file__).parent
+WORKFLOW_TEMPLATE = ADDON_DIR / "comfy_workflow.json"
+
+
+def addon_prefs(context):
+    addon = context.preferences.addons.get(__package__)
+    return addon.preferences if addon else None
+
+
+class Fuse4DPreferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    comfy_url: StringProperty(name="ComfyUI URL", default="http://127.0.0.1:8188")
+    comfy_workflow: StringProperty(name="Workflow template", subtype="FILE_PATH", default="",
+                                   description="API-format workflow + bindings JSON (empty: the shipped one)")
+    comfy_bindings: StringProperty(name="Node bindings (JSON)", default="",
+                                   description="Overrides the template's node ids, e.g. "
+                                               '{"image_nodes": ["10"], "output_node": "30"}')
+    cli_python: StringProperty(name="Fuse4D Python", subtype="FILE_PATH", default="",
+                               description="The Python of the environment where fuse4d is installed")
+    cli_command: StringProperty(name="Command", default="-m fuse4d animate-scene",
+                                description="Arguments before --job/--out")
+
+    def draw(self, context):
+        col = self.layout.column()
+        col.label(text="ComfyUI back end")
+        col.prop(self, "comfy_url")
+        col.prop(self, "comfy_workflow")
+        col.prop(self, "comfy_bindings")
+        col.label(text="Local Fuse4D CLI back end")
+        col.prop(self, "cli_python")
+        col.prop(self, "cli_command")
+
+
+def _display_options(op):
+    return {"ellipsoids": op.display == "ELLIPSOIDS", "scale_multiplier": op.scale_multiplier,
+            "viewport_subsample": op.viewport_subsample}
+
+
+DISPLAY_ITEMS = [("ELLIPSOIDS", "Ellipsoids", "Oriented ellipsoids with Gaussian falloff"),
+                 ("POINTS", "Points", "One sphere per Gaussian (fast)")]
+
+
+class FUSE4D_OT_import_ply(bpy.types.Operator, ImportHelper):
+    """Import a 3D Gaussian Splatting .ply as a splat point cloud"""
+    bl_idname = "fuse4d.import_ply"
+    bl_label = "Import Fuse4D 3DGS"
+    bl_options = {"REGISTER", "UNDO"}
+    filename_ext = ".ply"
+    filter_glob: StringProperty(default="*.ply", options={"HIDDEN"})
+    display: EnumProperty(name="Display", items=DISPLAY_ITEMS, default="ELLIPSOIDS")
+    scale_multiplier: FloatProperty(name="Scale Multiplier", default=1.0, min=0.0)
+    viewport_subsample: FloatProperty(name="Viewport Subsample", default=1.0, min=0.0, max=1.0)
+
+    def execute(self, context):
+        try:
+            obj = importer.import_ply(self.filepath, **_display_options(self))
+        except (OSError, SplatFormatError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"{obj.name}: {len(obj.data.points)} Gaussians")
+        return {"FINISHED"}
+
+
+class FUSE4D_OT_import_sequence(bpy.types.Operator, ImportHelper):
+    """Import a Fuse4D 4D splat sequence (its manifest.json) onto the timeline"""
+    bl_idname = "fuse4d.import_sequence"
+    bl_label = "Import Fuse4D 4D Sequence"
+    bl_options = {"REGISTER", "UNDO"}
+    filename_ext = ".json"
+    filter_glob: StringProperty(default="manifest.json;*.json", options={"HIDDEN"})
+    frame_start: IntProperty(name="Start Frame", default=1, description="Frame showing timestep 0")
+    mode: EnumProperty(name="Outside the Range", items=[("HOLD", "Hold", "Show the first/last timestep"),
+                                                         ("LOOP", "Loop", "Repeat the sequence")])
+    set_scene: BoolProperty(name="Set Scene FPS and Range", default=True)
+    display: EnumProperty(name="Display", items=DISPLAY_ITEMS, default="ELLIPSOIDS")
+    scale_multiplier: FloatProperty(name="Scale Multiplier", default=1.0, min=0.0)
+    viewport_subsample: FloatProperty(name="Viewport Subsample", default=1.0, min=0.0, max=1.0)
+
+    def execute(self, context):
+        try:
+            obj = importer.import_sequence(self.filepath, frame_start=self.frame_start, mode=self.mode,
+                                           set_scene=self.set_scene, **_display_options(self))
+        except (OSError, SplatFormatError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"{obj.name}: {obj['fuse4d_timesteps']} timesteps")
+        return {"FINISHED"}
+
+
+class FUSE4D_OT_export_ply(bpy.types.Operator, ExportHelper):
+    """Export the active splat object (the current timestep of a sequence) to a 3DGS .ply"""
+    bl_idname = "fuse4d.export_ply"
+    bl_label = "Export Fuse4D 3DGS"
+    filename_ext = ".ply"
+    filter_glob: StringProperty(default="*.ply", options={"HIDDEN"})
+
+    @classmethod
+    def poll(cls, context):
+        return context.object is not None and "fuse4d_splat" in context.object
+
+    def execute(self, context):
+        obj = context.object
+        importer.export_ply(obj, self.filepath, importer.current_timestep(obj))
+        return {"FINISHED"}
+
+
+class FUSE4D_OT_create_rig(bpy.types.Operator):
+    """Place an editable arc of cameras around the chosen splat object"""
+    bl_idname = "fuse4d.create_rig"
+    bl_label = "Create Camera Rig"
+    bl_options = {"REGISTER", "UNDO"}
+    views: IntProperty(name="Views", default=4, min=1, max=64)
+    arc: FloatProperty(name="Arc (degrees)", default=60.0, min=0.0, max=360.0)
+    elevation: FloatProperty(name="Elevation (degrees)", default=15.0, min=-89.0, max=89.0)
+    distance: FloatProperty(name="Distance (x radius)", default=2.5, min=0.1)
+
+    def execute(self, context):
+        obj = context.scene.fuse4d.source
+        if obj is None:
+            self.report({"ERROR"}, "pick a splat object first")
+            return {"CANCELLED"}
+        create_rig(obj, self.views, self.arc, self.elevation, self.distance)
+        return {"FINISHED"}
+
+
+def make_backend(context, kind: str):
+    prefs = addon_prefs(context)
+    if kind == "CLI":
+        python = prefs.cli_python if prefs else ""
+        return LocalCLIBackend(bpy.path.abspath(python), (prefs.cli_command if prefs else "").split() or None)
+    template = bpy.path.abspath(prefs.comfy_workflow) if prefs and prefs.comfy_workflow else WORKFLOW_TEMPLATE
+    workflow, bindings = load_workflow_template(template)
+    if prefs and prefs.comfy_bindings.strip():  # preference overrides, key by key
+        raw = json.loads(Path(template).read_text())["bindings"]
+        bindings = ComfyBindings.from_dict({**raw, **json.loads(prefs.comfy_bindings)})
+    return ComfyUIBackend(prefs.comfy_url if prefs else "http://127.0.0.1:8188", workflow, bindings)
+
+
+class FUSE4D_OT_animate(bpy.types.Operator):
+    """Render the rig's views, send them to the back end and import the animated result (Esc cancels)"""
+    bl_idname = "fuse4d.animate"
+    bl_label = "Animate Scene"
+    _timer = None
+    _job = None  # AnimateJob (no annotation: Blender reads class annotations as properties)
+
+    def invoke(self, context, event):
+        s = context.scene.fuse4d
+        if s.source is None:
+            self.report({"ERROR"}, "pick a splat object first")
+            return {"CANCELLED"}
+        try:
+            self._job = AnimateJob(s.source, make_backend(context, s.backend), frames=s.frames, fps=s.fps,
+                                   prompt=s.prompt, width=s.resolution, height=s.resolution,
+                                   engine=s.engine, samples=s.samples)
+        except (ValueError, OSError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.2, window=context.window)
+        wm.modal_handler_add(self)
+        wm.progress_begin(0, 100)
+        s.running = True
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        job, s = self._job, context.scene.fuse4d
+        if event.type == "ESC":
+            job.cancel()
+        elif event.type != "TIMER":
+            return {"PASS_THROUGH"}  # the UI stays usable while the job runs
+        else:
+            job.step()
+        s.progress, s.status = job.progress, job.message
+        context.window_manager.progress_update(int(100 * job.progress))
+        for area in context.screen.areas if context.screen else []:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+        if not job.finished:
+            return {"RUNNING_MODAL"}
+        context.window_manager.event_timer_remove(self._timer)
+        context.window_manager.progress_end()
+        s.running = False
+        if job.state == "DONE":
+            self.report({"INFO"}, job.message)
+            return {"FINISHED"}
+        self.report({"WARNING"} if job.state == "CANCELLED" else {"ERROR"}, job.message)
+        return {"CANCELLED"}
+
+
+def _is_splat(self, obj):
+    return obj.type == "POINTCLOUD" and "fuse4d_splat" in obj
+
+
+class Fuse4DSceneSettings(bpy.types.PropertyGroup):
+    source: PointerProperty(name="Splat Object", type=bpy.types.Object, poll=_is_splat)
+    backend: EnumProperty(name="Back End", items=[("CLI", "Local Fuse4D", "Run the local Fuse4D CLI"),
+                                                   ("COMFYUI", "ComfyUI", "Queue the workflow on a ComfyUI server")])
+    frames: IntProperty(name="Frames", default=8, min=1)
+    fps: FloatProperty(name="FPS", default=8.0, min=0.1)
+    prompt: StringProperty(name="Prompt", default="")
+    resolution: IntProperty(name="View Size", default=256, min=16, max=4096)
+    engine: EnumProperty(name="Renderer", items=[("CYCLES", "Cycles", ""), ("BLENDER_EEVEE_NEXT", "EEVEE", "")])
+    samples: IntProperty(name="Samples", default=16, min=1)
+    progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    status: StringProperty(name="Status", default="")
+    running: BoolProperty(default=False)
+
+
+class FUSE4D_PT_panel(bpy.types.Panel):
+    bl_label = "Fuse4D"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Fuse4D"
+
+    def draw(self, context):
+        s = context.scene.fuse4d
+        col = self.layout.column()
+        col.prop(s, "source")
+        obj = context.object
+        if obj is not None and nodes.DISPLAY_MODIFIER in obj.modifiers:
+            mod = obj.modifiers[nodes.DISPLAY_MODIFIER]
+            box = col.box()
+            box.label(text="Display")
+            for name in ("Ellipsoids", "Scale Multiplier", "Viewport Subsample", "Render Subsample"):
+                box.prop(mod, f'["{nodes._input_id(mod.node_group, name)}"]', text=name)
+        col.operator(FUSE4D_OT_create_rig.bl_idname)
+        if s.source is not None:
+            col.label(text=f"Rig: {len(rig_cameras(s.source))} cameras")
+        for prop in ("backend", "frames", "fps", "prompt", "resolution", "engine", "samples"):
+            col.prop(s, prop)
+        if s.running:
+            if hasattr(col, "progress"):
+                col.progress(factor=s.progress, text=s.status or "working (Esc cancels)")
+            else:
+                col.label(text=f"{100 * s.progress:.0f}% {s.status}")
+        else:
+            col.operator(FUSE4D_OT_animate.bl_idname)
+            if s.status:
+                col.label(text=s.status)
+
+
+def menu_import(self, context):
+    self.layout.operator(FUSE4D_OT_import_ply.bl_idname, text="Fuse4D 3DGS (.ply)")
+    self.layout.operator(FUSE4D_OT_import_sequence.bl_idname, text="Fuse4D 4D Sequence (manifest.json)")
+
+
+def menu_export(self, context):
+    self.layout.operator(FUSE4D_OT_export_ply.bl_idname, text="Fuse4D 3DGS (.ply)")
+
+
+CLASSES = (Fuse4DPreferences, Fuse4DSceneSettings, FUSE4D_OT_import_ply, FUSE4D_OT_import_sequence,
+           FUSE4D_OT_export_ply, FUSE4D_OT_create_rig, FUSE4D_OT_animate, FUSE4D_PT_panel)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.fuse4d = PointerProperty(type=Fuse4DSceneSettings)
+    bpy.types.TOPBAR_MT_file_import.append(menu_import)
+    bpy.types.TOPBAR_MT_file_export.append(menu_export)
+
+
+def unregister() -> None:
+    bpy.types.TOPBAR_MT_file_import.remove(menu_import)
+    bpy.types.TOPBAR_MT_file_export.remove(menu_export)
+    del bpy.types.Scene.fuse4d
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

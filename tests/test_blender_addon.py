@@ -1,0 +1,336 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The Blender add-on, headless with the PyPI `bpy`: the built zip is unpacked and registered
+once (module scope), so these tests run the code exactly as users install it (bundled formats)."""
+import importlib
+import sys
+import textwrap
+import time
+import zipfile
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy", reason="Blender as a Python module (pip install bpy==4.5.*) is not installed")
+from plyfile import PlyData, PlyElement  # noqa: E402
+
+from conftest import random_arrays  # noqa: E402
+from fuse4d.blender_addon import build  # noqa: E402
+from fuse4d.core.io import Sequence4D, read_ply, write_sequence  # noqa: E402
+
+PKG = "fuse4d_blender_under_test"
+
+
+@pytest.fixture(scope="module")
+def addon(tmp_path_factory):
+    root = tmp_path_factory.mktemp("addon")
+    zip_path = build.build(root / "dist")
+    with zipfile.ZipFile(zip_path) as zf:
+        names = zf.namelist()
+        zf.extractall(root / "pkgs" / PKG)
+    assert "blender_manifest.toml" in names and "_splatio/ply.py" in names
+    sys.path.insert(0, str(root / "pkgs"))
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    module = importlib.import_module(PKG)
+    module.register()
+    splatio = importlib.import_module(f"{PKG}.splatio")
+    assert splatio.read_ply.__module__ == f"{PKG}._splatio.ply"  # the bundled copy, not fuse4d.core.io
+    yield module
+    module.unregister()
+    sys.path.remove(str(root / "pkgs"))
+
+
+def sub(name):
+    return importlib.import_module(f"{PKG}.{name}")
+
+
+def inria_plyfile(path, a):
+    """An INRIA-layout PLY written by plyfile (an independent writer)."""
+    n = len(a)
+    rest = a.sh[:, 1:].transpose(0, 2, 1).reshape(n, -1)
+    cols = {"x": a.means[:, 0], "y": a.means[:, 1], "z": a.means[:, 2],
+            "nx": np.zeros(n), "ny": np.zeros(n), "nz": np.zeros(n)}
+    cols.update({f"f_dc_{c}": a.sh[:, 0, c] for c in range(3)})
+    cols.update({f"f_rest_{i}": rest[:, i] for i in range(rest.shape[1])})
+    cols["opacity"] = a.opacity_logits
+    cols.update({f"scale_{i}": a.log_scales[:, i] for i in range(3)})
+    cols.update({f"rot_{i}": a.quats[:, i] for i in range(4)})
+    data = np.empty(n, [(name, "f4") for name in cols])
+    for name, col in cols.items():
+        data[name] = col
+    PlyData([PlyElement.describe(data, "vertex")]).write(str(path))
+    return cols
+
+
+def attribute(pc, name, width=1):
+    attr = pc.attributes[name]
+    out = np.empty(len(pc.points) * width, np.float32 if attr.data_type != "INT" else np.int32)
+    attr.data.foreach_get("vector" if attr.data_type == "FLOAT_VECTOR" else "value", out)
+    return out.reshape(-1, width) if width > 1 else out
+
+
+def evaluated_points(obj):
+    """Positions after the Time modifier (the display modifier switched off to see points)."""
+    disp = obj.modifiers["Fuse4D Splats"]
+    disp.show_viewport = False
+    try:
+        dg = bpy.context.evaluated_depsgraph_get()
+        pc = obj.evaluated_get(dg).data
+        return attribute(pc, "position", 3) if len(pc.points) else np.zeros((0, 3), np.float32)
+    finally:
+        disp.show_viewport = True
+
+
+def test_import_ply_equals_file(addon, tmp_path):
+    a = random_arrays(500, degree=3, seed=1)
+    cols = inria_plyfile(tmp_path / "capture.ply", a)
+    assert bpy.ops.fuse4d.import_ply(filepath=str(tmp_path / "capture.ply")) == {"FINISHED"}
+    obj = bpy.data.objects["capture"]
+    pc = obj.data
+    assert obj.type == "POINTCLOUD" and len(pc.points) == 500
+    np.testing.assert_array_equal(attribute(pc, "position", 3), np.stack([cols["x"], cols["y"], cols["z"]], 1))
+    np.testing.assert_array_equal(attribute(pc, "scale", 3), np.stack([cols[f"scale_{i}"] for i in range(3)], 1))
+    np.testing.assert_array_equal(attribute(pc, "rot", 4), np.stack([cols[f"rot_{i}"] for i in range(4)], 1))
+    np.testing.assert_array_equal(attribute(pc, "opacity"), cols["opacity"])
+    np.testing.assert_array_equal(attribute(pc, "f_dc", 3), np.stack([cols[f"f_dc_{c}"] for c in range(3)], 1))
+    for i in range(45):
+        np.testing.assert_array_equal(attribute(pc, f"f_rest_{i}"), cols[f"f_rest_{i}"])
+    # The OpenCV -> Blender axis change is the object's transform: OpenCV up (-y) is Blender up (+z).
+    up = np.array(obj.matrix_world)[:3, :3] @ np.array([0.0, -1.0, 0.0])
+    np.testing.assert_allclose(up, [0, 0, 1], atol=1e-6)
+    # Displayed as one ellipsoid instance per Gaussian.
+    dg = bpy.context.evaluated_depsgraph_get()
+    assert sum(1 for inst in dg.object_instances if inst.is_instance and inst.parent == obj.evaluated_get(dg)) == 500
+
+
+def test_export_import_round_trip(addon, tmp_path):
+    a = random_arrays(300, degree=1, seed=2)
+    inria_plyfile(tmp_path / "src.ply", a)
+    obj = sub("importer").import_ply(tmp_path / "src.ply", name="rt")
+    with bpy.context.temp_override(object=obj, active_object=obj):
+        assert bpy.ops.fuse4d.export_ply(filepath=str(tmp_path / "out.ply")) == {"FINISHED"}
+    back = read_ply(tmp_path / "out.ply")
+    for field in ("means", "quats", "log_scales", "opacity_logits", "sh"):
+        np.testing.assert_array_equal(getattr(back, field), getattr(a, field))
+    again = sub("importer").import_ply(tmp_path / "out.ply", name="rt2")
+    np.testing.assert_array_equal(attribute(again.data, "rot", 4), a.quats)
+
+
+def make_sequence(tmp_path, counts=(40, 55, 70, 85), fps=12.5):
+    frames = [random_arrays(n, degree=0, seed=10 + t) for t, n in enumerate(counts)]
+    write_sequence(tmp_path / "seq", Sequence4D(frames=frames, fps=fps, views=2))
+    return frames
+
+
+def test_sequence_shows_one_timestep_per_frame(addon, tmp_path):
+    frames = make_sequence(tmp_path)
+    scene = bpy.context.scene
+    assert bpy.ops.fuse4d.import_sequence(filepath=str(tmp_path / "seq" / "manifest.json"), frame_start=5) == {"FINISHED"}
+    obj = bpy.data.objects["seq"]
+    assert scene.frame_start == 5 and scene.frame_end == 8
+    assert scene.render.fps / scene.render.fps_base == pytest.approx(12.5)
+    expected = {3: 0, 4: 0, 5: 0, 6: 1, 7: 2, 8: 3, 9: 3, 20: 3}  # HOLD before and after
+    for frame, t in expected.items():
+        scene.frame_set(frame)
+        np.testing.assert_array_equal(evaluated_points(obj), frames[t].means, err_msg=f"frame {frame}")
+    bpy.data.objects.remove(obj)
+
+
+def test_sequence_loop(addon, tmp_path):
+    frames = make_sequence(tmp_path, counts=(10, 20, 30))
+    obj = sub("importer").import_sequence(tmp_path / "seq", name="loop", frame_start=1, mode="LOOP")
+    for frame, t in {1: 0, 3: 2, 4: 0, 5: 1, 9: 2}.items():
+        bpy.context.scene.frame_set(frame)
+        assert len(evaluated_points(obj)) == len(frames[t]), f"frame {frame}"
+    bpy.data.objects.remove(obj)
+
+
+def psnr(a, b):
+    return float(10 * np.log10(1.0 / np.mean((a - b) ** 2)))
+
+
+def test_cycles_render_resembles_core_renderer(addon, tmp_path):
+    torch = pytest.importorskip("torch")
+    from fuse4d.core.cameras import orbit_cameras, to_blender
+    from fuse4d.core.gaussians import Gaussians
+    from fuse4d.core.io import write_ply
+    from fuse4d.core.render import render
+    from fuse4d.core.scene import sample_scene
+
+    arrays = sample_scene(0).to_arrays()
+    arrays.sh[:, 1:] = 0  # the material shows the view-independent colour
+    write_ply(tmp_path / "scene.ply", arrays)
+    for o in list(bpy.data.objects):
+        bpy.data.objects.remove(o)
+    obj = sub("importer").import_ply(tmp_path / "scene.ply")
+    size = 64
+    cams = orbit_cameras(1, radius=6.0, elevation_deg=25, width=size, height=size)
+    with torch.no_grad():
+        ref = render(Gaussians.from_arrays(arrays), cams).rgb[0].clamp(0, 1).numpy()
+    item = to_blender(cams)[0]
+    data = bpy.data.cameras.new("ref")
+    data.lens, data.sensor_width, data.sensor_fit = item["lens"], item["sensor_width"], "HORIZONTAL"
+    cam = bpy.data.objects.new("ref", data)
+    bpy.context.scene.collection.objects.link(cam)
+    from mathutils import Matrix
+    cam.matrix_world = Matrix(item["matrix_world"])
+    sub("rig").render_view(bpy.context.scene, cam, tmp_path / "cycles.png", size, size, "CYCLES", 8, only=obj)
+    img = bpy.data.images.load(str(tmp_path / "cycles.png"))
+    px = np.array(img.pixels[:], np.float32).reshape(size, size, 4)[::-1, :, :3]
+    assert px.std() > 0.05  # not blank
+    # Measured ~24.5 dB (gamma-2.2 decode vs exact sRGB and the facing-ratio falloff explain the gap).
+    assert psnr(px, ref) > 18.0
+    assert psnr(px, np.zeros_like(ref)) < psnr(px, ref)
+
+
+FAKE_BACKEND = textwrap.dedent('''
+    """A tiny stand-in for `python -m fuse4d animate-scene`: reads the job, answers with T timesteps of
+    the source Gaussians drifting along +x, expressed in a DIFFERENT world (scaled 2x and shifted),
+    with the cameras in that world too, so the add-on has to align the result."""
+    import argparse, json, sys, time
+    from pathlib import Path
+    import numpy as np
+    from fuse4d.core.io import Sequence4D, read_ply, write_sequence
+    p = argparse.ArgumentParser()
+    p.add_argument("--job"); p.add_argument("--out"); p.add_argument("--sleep", type=float, default=0)
+    a = p.parse_args()
+    job = json.loads((Path(a.job) / "cameras.json").read_text())
+    assert len(list((Path(a.job) / "views").glob("*.png"))) == job["views"]
+    src = read_ply(Path(a.job) / job["source"])
+    S = np.diag([2.0, 2.0, 2.0, 1.0]); S[:3, 3] = [1.0, -3.0, 0.5]   # job world -> back-end world
+    frames = []
+    for t in range(job["frames"]):
+        print(f"progress {t / job['frames']:.2f} timestep {t}", flush=True)
+        time.sleep(a.sleep)
+        f = src.subset(slice(None))
+        f.means = ((src.means + [0.1 * t, 0, 0]) * 2.0 + S[:3, 3]).astype(np.float32)
+        f.log_scales = (src.log_scales + np.log(2.0)).astype(np.float32)
+        frames.append(f)
+    cams = [dict(c, viewmat=(np.array(c["viewmat"]) @ np.linalg.inv(S)).tolist()) for c in job["cameras"]]
+    for c in cams:   # a world-to-camera with scale: renormalise the rotation rows, keep the centre
+        m = np.array(c["viewmat"]); r = m[:3, :3] * 2.0; centre = -np.linalg.inv(m[:3, :3]) @ m[:3, 3]
+        m[:3, :3] = r; m[:3, 3] = -r @ centre; c["viewmat"] = m.tolist()
+    write_sequence(a.out, Sequence4D(frames=frames, fps=job["fps"], views=job["views"], cameras=cams))
+''')
+
+
+@pytest.fixture
+def captured(addon, tmp_path):
+    """A small source splat object, moved/rotated/scaled by the user, with a 3-camera rig."""
+    for o in list(bpy.data.objects):
+        bpy.data.objects.remove(o)
+    a = random_arrays(200, degree=0, seed=5)
+    a.log_scales[:] = -3.0
+    inria_plyfile(tmp_path / "room.ply", a)
+    obj = sub("importer").import_ply(tmp_path / "room.ply", name="room")
+    obj.location = (1.0, 2.0, 0.5)
+    obj.rotation_euler[2] = 0.3
+    obj.scale = (1.5, 1.5, 1.5)
+    bpy.context.view_layer.update()
+    bpy.context.scene.fuse4d.source = obj
+    assert bpy.ops.fuse4d.create_rig(views=3, arc=90.0) == {"FINISHED"}
+    assert len(sub("rig").rig_cameras(obj)) == 3
+    script = tmp_path / "fake_backend.py"
+    script.write_text(FAKE_BACKEND)
+    return obj, a, script
+
+
+def run_job(job, limit=600):
+    for _ in range(limit):
+        if job.step() in ("DONE", "CANCELLED", "FAILED"):
+            return job.state
+        time.sleep(0.05)
+    raise AssertionError(f"job stuck in {job.state}: {job.message}")
+
+
+def test_animate_with_local_cli_backend(captured, tmp_path):
+    obj, a, script = captured
+    backends, animate = sub("backends"), sub("animate")
+    backend = backends.LocalCLIBackend(sys.executable, [str(script)])
+    job = animate.AnimateJob(obj, backend, tmp_path / "job", frames=3, fps=6.0, width=32, height=32, samples=2)
+    assert run_job(job) == "DONE", job.message
+    spec = backends.read_job(tmp_path / "job")
+    assert spec["views"] == 3 and all((tmp_path / "job" / c["image"]).exists() for c in spec["cameras"])
+    result = job.result
+    assert result.name == "room animated" and result["fuse4d_timesteps"] == 3
+    # Timestep t in Blender's world = source transform applied to (source means + 0.1 t x).
+    world = np.array(result.matrix_world)
+    src_world = np.array(obj.matrix_world)
+    start = bpy.context.scene.frame_current
+    for t in range(3):
+        bpy.context.scene.frame_set(start + t)
+        pts = evaluated_points(result)
+        got = pts @ world[:3, :3].T + world[:3, 3]
+        want = (a.means + [0.1 * t, 0, 0]) @ src_world[:3, :3].T + src_world[:3, 3]
+        np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def scene_snapshot():
+    scene = bpy.context.scene
+    r = scene.render
+    return (sorted(o.name for o in bpy.data.objects), sorted(p.name for p in bpy.data.pointclouds),
+            scene.camera, scene.frame_start, scene.frame_end, scene.frame_current, r.filepath,
+            r.resolution_x, r.resolution_y, r.engine, scene.view_settings.view_transform,
+            sorted(o.name for o in scene.objects if o.hide_render))
+
+
+def test_cancelled_run_leaves_scene_unchanged(captured, tmp_path):
+    obj, a, script = captured
+    backends, animate = sub("backends"), sub("animate")
+    before = scene_snapshot()
+    backend = backends.LocalCLIBackend(sys.executable, [str(script)], extra_args=["--sleep", "30"])
+    job = animate.AnimateJob(obj, backend, tmp_path / "job", frames=4, width=32, height=32, samples=2)
+    for _ in range(200):
+        job.step()
+        if job.state == "WAIT" and backend.status.log:
+            break
+        time.sleep(0.05)
+    assert job.state == "WAIT"
+    job.cancel()
+    assert job.state == "CANCELLED" and backend._proc.poll() is not None  # the subprocess is gone
+    assert job.step() == "CANCELLED"
+    assert scene_snapshot() == before
+    assert not (tmp_path / "job" / "result").exists()
+
+
+def test_failing_backend_reports_and_changes_nothing(captured, tmp_path):
+    obj, a, _ = captured
+    bad = tmp_path / "bad.py"
+    bad.write_text("import sys; print('no model weights'); sys.exit(3)")
+    before = scene_snapshot()
+    job = sub("animate").AnimateJob(obj, sub("backends").LocalCLIBackend(sys.executable, [str(bad)]),
+                                    tmp_path / "job", width=16, height=16, samples=1)
+    assert run_job(job) == "FAILED" and "no model weights" in job.message
+    assert scene_snapshot() == before
+
+
+def test_backends_from_preferences(addon):
+    ui, backends = sub("ui"), sub("backends")
+    cli = ui.make_backend(bpy.context, "CLI")
+    assert isinstance(cli, backends.LocalCLIBackend) and cli.command == ["-m", "fuse4d", "animate-scene"]
+    comfy = ui.make_backend(bpy.context, "COMFYUI")
+    assert isinstance(comfy, backends.ComfyUIBackend) and comfy.bindings.output_node == "18"
+    assert comfy.bindings.source == ("1", "splat")
+    with pytest.raises(ValueError, match="not found"):
+        cli.start(__import__("pathlib").Path("."))
+
+
+def test_zip_installs_as_a_blender_extension(tmp_path):
+    """The real install path (Preferences > Install from Disk) in a fresh Blender process with a
+    temporary user folder: the extension enables, its operator imports a PLY."""
+    import subprocess
+
+    zip_path = build.build(tmp_path / "dist")
+    inria_plyfile(tmp_path / "a.ply", random_arrays(50, degree=0))
+    script = textwrap.dedent(f'''
+        import bpy
+        r = bpy.ops.extensions.package_install_files(repo="user_default", filepath={str(zip_path)!r},
+                                                     enable_on_install=True)
+        assert r == {{"FINISHED"}}, r
+        assert "bl_ext.user_default.fuse4d" in bpy.context.preferences.addons
+        assert bpy.ops.fuse4d.import_ply(filepath={str(tmp_path / "a.ply")!r}) == {{"FINISHED"}}
+        print("POINTS", len(bpy.data.objects["a"].data.points))
+    ''')
+    env = dict(__import__("os").environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "POINTS 50" in out.stdout
