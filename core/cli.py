@@ -13,24 +13,38 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("cli_files", "convert between .ply, .splat, .spz and 4D sequence folders"),
     "render": ("cli_render", "render a splat scene from orbit cameras to PNGs and a contact sheet"),
     "synth": ("cli_synth", "write synthetic dynamic 4D scenes (moving textured objects, fixed cameras)"),
+    "reconstruct": ("recon.cli", "reconstruct a V x T grid of images into a 4D splat sequence (VGGT-based)"),
+    "train-video": ("wan.train_cli", "fine-tune Wan into a fused 4D video model, or train the tiny one on the CPU"),
+    "train-recon": ("recon.train_cli", "train the feed-forward 4D reconstructor (static, then dynamic stage)"),
     "demo": ("demo", "the main job on the embedded default: sample scene -> 4D -> Gaussians"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser, or (`only`) one whose other subcommands are not imported: a command's module
+    may import torch and diffusers, which `fuse4d info` should not pay for."""
     parser = argparse.ArgumentParser(prog="fuse4d", description="Fuse4D: 4D scene generation tools.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if only is not None and name != only:
+            continue
         mod = importlib.import_module(f"{__package__}.{module}")
         getattr(mod, f"add_{name.replace('-', '_')}_arguments", getattr(mod, "add_arguments", None))(p)
         p.set_defaults(_module=mod, _name=name)
     return parser
 
 
+def _command_of(argv: list[str]) -> str | None:
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in COMMANDS else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # no (known) command: the overview or an argparse error, built without importing any command module
+    args = build_parser(only=_command_of(argv) or "").parse_args(argv)
     runner = getattr(args._module, f"run_{args._name.replace('-', '_')}", None) or args._module.run
     try:
         return int(runner(args) or 0)
