@@ -14,7 +14,7 @@ from mathutils import Matrix
 
 from . import importer
 from .backends import RESULT_DIR, Backend, write_job
-from .convert import align_result
+from .splatio import align_cameras
 from .rig import camera_dict, render_view, rig_cameras
 from .splatio import Sequence4D, read_ply, read_sequence
 
@@ -113,7 +113,7 @@ def import_result(folder: Path, source, job_cameras: list[dict], frame_start: in
     starting at `frame_start`; aligned by the source's transform and, if the result carries
     the cameras, by the similarity mapping its cameras onto the job's."""
     seq = read_result(Path(folder))
-    align = align_result([c["viewmat"] for c in seq.cameras or []], [c["viewmat"] for c in job_cameras])
+    align = align_cameras([c["viewmat"] for c in seq.cameras or []], [c["viewmat"] for c in job_cameras])
     collection = source.users_collection[0] if source.users_collection else bpy.context.scene.collection
     obj = importer.sequence_object(seq, f"{source.name} animated", frame_start=frame_start, set_scene=False,
                                    collection=collection)

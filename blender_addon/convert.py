@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from .splatio import align_cameras, similarity  # noqa: F401 (the add-on's alignment maths)
+
 # (x, y, z)_opencv -> (x, z, -y)_blender as a 4x4 (the object's base matrix_world).
 OPENCV_TO_BLENDER = np.array([[1.0, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]])
 OPENCV_TO_BLENDER_EULER = (-math.pi / 2, 0.0, 0.0)
@@ -68,39 +70,3 @@ def lens_from_intrinsics(K, width: int, height: int, sensor_width: float = 36.0)
     K = np.asarray(K, np.float64)
     return {"lens": K[0, 0] / width * sensor_width, "sensor_width": sensor_width,
             "shift_x": -(K[0, 2] - width / 2) / width, "shift_y": (K[1, 2] - height / 2) / width}
-
-
-def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """4x4 similarity (scale, rotation, translation) best mapping points `src` onto `dst`
-    in the least-squares sense (Umeyama). Needs 3+ non-collinear points."""
-    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    a, b = src - mu_s, dst - mu_d
-    cov = b.T @ a / len(src)
-    u, d, vt = np.linalg.svd(cov)
-    s = np.eye(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        s[2, 2] = -1
-    rot = u @ s @ vt
-    var = (a ** 2).sum() / len(src)
-    scale = float(np.trace(np.diag(d) @ s) / var) if var > 0 else 1.0
-    out = np.eye(4)
-    out[:3, :3] = scale * rot
-    out[:3, 3] = mu_d - scale * rot @ mu_s
-    return out
-
-
-def align_result(result_viewmats: list, job_viewmats: list) -> np.ndarray:
-    """4x4 taking the back end's world into the job's (object data) world, from the cameras both
-    sides know. Identity when the back end already answered in the job's frame."""
-    res = [np.asarray(v, np.float64) for v in result_viewmats]
-    job = [np.asarray(v, np.float64) for v in job_viewmats]
-    if not res or len(res) != len(job):
-        return np.eye(4)
-    res_c = np.array([np.linalg.inv(v)[:3, 3] for v in res])
-    job_c = np.array([np.linalg.inv(v)[:3, 3] for v in job])
-    spread = np.linalg.svd(job_c - job_c.mean(0), compute_uv=False) if len(job) >= 3 else np.zeros(3)
-    if len(job) >= 3 and spread[1] > 1e-6 * max(spread[0], 1e-12):
-        return similarity(res_c, job_c)
-    # One or two (or collinear) cameras: a rigid fit from the first camera's full pose.
-    return np.linalg.inv(job[0]) @ res[0]

@@ -6,8 +6,10 @@ In the installable zip, `build.py` copies `core/io/*.py` into the subpackage `_s
 (tests, development) that copy does not exist and we import `fuse4d.core.io` directly.
 Every other module of the add-on imports formats only through this shim."""
 try:
-    from ._splatio import (SH_C0, Sequence4D, SplatArrays, SplatFormatError, atomic_output,  # noqa: F401
-                           read_manifest, read_ply, read_sequence, write_ply, write_sequence)
+    from ._splatio import (SH_C0, Sequence4D, SplatArrays, SplatFormatError, align_cameras,  # noqa: F401
+                           atomic_output, read_manifest, read_ply, read_sequence, similarity, write_ply,
+                           write_sequence)
 except ImportError:
-    from ..core.io import (SH_C0, Sequence4D, SplatArrays, SplatFormatError, atomic_output,  # noqa: F401
-                           read_manifest, read_ply, read_sequence, write_ply, write_sequence)
+    from ..core.io import (SH_C0, Sequence4D, SplatArrays, SplatFormatError, align_cameras,  # noqa: F401
+                           atomic_output, read_manifest, read_ply, read_sequence, similarity, write_ply,
+                           write_sequence)

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Splat file formats, numpy only (no torch): Blender's Python imports this too."""
+from .align import align_cameras, camera_centres, similarity
 from .arrays import SH_C0, SplatArrays
 from .atomic import atomic_folder, atomic_output
 from .errors import SplatFormatError
@@ -9,7 +10,7 @@ from .splat import read_splat, write_splat
 from .spz import read_spz, write_spz
 
 __all__ = [
-    "SH_C0", "SplatArrays", "SplatFormatError", "Sequence4D", "atomic_folder", "atomic_output",
+    "SH_C0", "SplatArrays", "align_cameras", "camera_centres", "similarity", "SplatFormatError", "Sequence4D", "atomic_folder", "atomic_output",
     "read_manifest", "read_ply", "read_sequence", "read_splat", "read_spz",
     "write_ply", "write_sequence", "write_splat", "write_spz",
 ]
