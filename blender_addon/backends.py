@@ -1,17 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Generation back ends for "animate a captured scene", plain Python (no bpy): testable anywhere.
 
-Job folder protocol (what the add-on writes, what every back end reads/writes):
-  JOB/views/view_000.png ...   frozen-time renders of the source splats, one per rig camera
-  JOB/cameras.json             {"format": "fuse4d-job", "format_version": 1, "coordinates": "opencv",
-                                "views": V, "frames": T, "fps": f, "prompt": str,
-                                "source": "source.ply",
-                                "cameras": [{"viewmat" 4x4 world-to-camera, "K" 3x3, "width",
-                                             "height", "image": "views/view_000.png"}, ...]}
-  JOB/source.ply               the source Gaussians (data space = the cameras' world)
-  JOB/result/                  the back end's answer: a 4D sequence folder (manifest.json + PLYs,
-                               ideally in the job's world; if its manifest lists V cameras the add-on
-                               aligns them onto the job's) or a single .ply.
+The job folder protocol (what the add-on writes, what every back end reads and answers) is
+described and implemented in core/io/job.py, bundled into the add-on with the formats.
 Local CLI: `PYTHON -m fuse4d animate-scene --job JOB --out JOB/result`; progress is read from
 its output lines `progress <fraction 0..1> <message>` (tqdm-style `NN%|` lines work too);
 exit code 0 means done."""
@@ -31,9 +22,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-JOB_FORMAT = "fuse4d-job"
-JOB_FILE = "cameras.json"
-RESULT_DIR = "result"
+from .splatio import JOB_FILE, JOB_FORMAT, RESULT_DIR, read_job, write_job  # noqa: F401 (re-exported)
+
 PROGRESS_LINE = re.compile(r"^progress\s+([0-9.]+)\s*(.*)$")
 TQDM_PERCENT = re.compile(r"(\d{1,3})%\|")
 
@@ -44,31 +34,6 @@ class Status:
     progress: float = 0.0
     message: str = ""
     log: list[str] = field(default_factory=list)
-
-
-def write_job(folder: str | os.PathLike, cameras: list[dict], frames: int, fps: float,
-              prompt: str = "", source: str | None = "source.ply", extra: dict | None = None) -> Path:
-    """Write JOB/cameras.json (images and source.ply are written by the caller)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    job = {"format": JOB_FORMAT, "format_version": 1, "coordinates": "opencv", "views": len(cameras),
-           "frames": int(frames), "fps": float(fps), "prompt": prompt, "source": source,
-           "cameras": cameras, "extra": extra or {}}
-    tmp = folder / f".{JOB_FILE}.partial"
-    tmp.write_text(json.dumps(job, indent=1))
-    os.replace(tmp, folder / JOB_FILE)
-    return folder / JOB_FILE
-
-
-def read_job(folder: str | os.PathLike) -> dict:
-    path = Path(folder) / JOB_FILE
-    try:
-        job = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read the job file ({exc})") from None
-    if job.get("format") != JOB_FORMAT:
-        raise ValueError(f"{path}: not a {JOB_FORMAT} file")
-    return job
 
 
 def parse_progress(line: str) -> tuple[float, str] | None:
