@@ -94,6 +94,7 @@ def _grid(V=3, T=2, H=42, W=56, seed=0):
 
 def test_zero_initialised_temporal_layers_reproduce_vggt_per_timestep():
     images = _grid()
+    torch.manual_seed(0)   # the temporal layers are not in the file: their (non-LayerScale) init is random
     plain = model(enable_gaussian=False, temporal_attention=False)
     ours = model(temporal_attention=True, camera_token_replacement=False)
     with torch.no_grad():
@@ -105,8 +106,10 @@ def test_zero_initialised_temporal_layers_reproduce_vggt_per_timestep():
         # the equality is not vacuous: trained (non-zero) temporal layers mix time
         for block in ours.aggregator.temporal_blocks:
             block.ls1.gamma.fill_(0.5)
+            block.ls2.gamma.fill_(0.5)
         changed = ours(images)
-    assert rel_err(changed["depth"], out["depth"]) > 1e-3
+    assert rel_err(changed["pose_enc"], out["pose_enc"]) > 1e-2
+    assert rel_err(changed["depth"], out["depth"]) > 1e-4
 
 
 def test_camera_token_replacement_makes_cameras_static():
@@ -218,3 +221,60 @@ def test_reconstruct_cli_rejects_bad_input(tmp_path):
     with pytest.raises(ValueError, match="v01_t001"):
         cli.run(args)
     assert not (tmp_path / "seq").exists()
+
+
+# --- trainer -----------------------------------------------------------------------------------
+
+def _changed(a: dict, b: dict, group: str) -> bool:
+    return any(not torch.equal(a[k], b[k]) for k in a if parameter_group(k) == group)
+
+
+def test_trainer_builds_vggt4d_with_the_ablation_switches():
+    from fuse4d.core.recon.model_api import parameter_groups
+    from fuse4d.core.recon.train import build_model, preset
+
+    m = build_model(preset("smoke", temporal_attention=False, camera_token_replacement=False))
+    assert isinstance(m, VGGT4D) and m.aggregator.temporal_blocks is None
+    assert not m.cfg.camera_token_replacement
+    groups = parameter_groups(build_model(preset("smoke")))
+    assert {n.split(".")[0] for n, _ in groups["head"]} == {"gaussian_head"}
+    assert all(n.startswith("aggregator.temporal_blocks.") for n, _ in groups["temporal"]) and groups["temporal"]
+    # from scratch the camera head starts at identity pose and the prior FoV, the depth at the prior depth
+    out = m(_grid(V=2, T=1, H=28, W=28), heads=("camera", "depth"))
+    torch.testing.assert_close(out["pose_enc"][..., 6], torch.ones_like(out["pose_enc"][..., 6]), atol=0.05, rtol=0)
+    torch.testing.assert_close(out["depth"].mean(), torch.tensor(3.2), atol=0.2, rtol=0)
+
+
+def test_trainer_stages_resume_and_export(tmp_path):
+    import json
+
+    from safetensors import safe_open
+
+    from fuse4d.core.recon.train import build_model, preset, train
+    from fuse4d.core.recon.train_report import export_trained
+
+    cfg = preset("smoke", static_steps=2, dynamic_steps=2, ckpt_every=2, out=str(tmp_path / "run"))
+    initial = build_model(cfg).state_dict()
+    first = train(cfg, progress=False, max_steps=2)
+    assert isinstance(first["model"], VGGT4D) and first["step"] == 2 and len(first["losses"]) == 2
+    static = {k: v.clone() for k, v in first["model"].state_dict().items()}
+    # static stage (tiny model: no pretrained backbone): backbone + head train, temporal layers wait
+    assert _changed(static, initial, "backbone") and _changed(static, initial, "head")
+    assert not _changed(static, initial, "temporal")
+    second = train(cfg, progress=False)   # a new process would do the same: resume from ckpt_0000002
+    assert second["step"] == 4 and second["losses"][:2] == first["losses"] and len(second["losses"]) == 4
+    final = second["model"].state_dict()
+    # dynamic stage: temporal layers + Gaussian head train, the backbone is frozen
+    assert not _changed(final, static, "backbone")
+    assert _changed(final, static, "temporal") and _changed(final, static, "head")
+
+    record = export_trained(second["model"], cfg, tmp_path / "w.safetensors", second, scenes=1)
+    with safe_open(str(tmp_path / "w.safetensors"), "pt") as f:
+        assert json.loads(f.metadata()["config"])["architecture"] == "VGGT4D"
+    on_disk = json.loads((tmp_path / "w.json").read_text())
+    assert on_disk["steps"] == 4 and on_disk["train_seconds"] > 0 and len(on_disk["loss"]["curve"]) == 4
+    scores = on_disk["scores"]
+    for key in ("trained", "trained_analytic", "untrained"):
+        assert 0 < scores[key]["psnr_heldout"] < 60
+    assert scores["trained"]["psnr_heldout"] != scores["untrained"]["psnr_heldout"]
+    assert record["scores"] == scores

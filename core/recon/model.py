@@ -69,32 +69,39 @@ class VGGT4D(nn.Module):
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def forward(self, images: torch.Tensor, heads: tuple[str, ...] | None = None) -> dict:
-        """images [B, V, T, 3, H, W] (or [V, T, 3, H, W]) in [0, 1] -> dict of [B, V, T, ...] tensors:
-        pose_enc (9), pose_enc_list, depth (.., H, W, 1), depth_conf, world_points (.., 3),
-        world_points_conf, gaussian_raw (.., 14). `heads` restricts which dense heads run."""
-        if images.dim() == 5:
-            images = images[None]
-        if images.dim() != 6 or images.shape[3] != 3:
-            raise ValueError(f"expected images [B, V, T, 3, H, W], got {tuple(images.shape)}")
-        B, V, T, _, H, W = images.shape
-        wanted = set(heads) if heads is not None else {"camera", "depth", "point", "gaussian"}
+    def encode(self, images: torch.Tensor) -> list[torch.Tensor | None]:
+        """images [B, V, T, 3, H, W] in [0, 1] -> the aggregator layers the heads read, each
+        [B, T, V, P, 2C] in fp32 (None for layers no head reads), camera tokens already replaced."""
+        B, V, T = images.shape[:3]
         grid = images.transpose(1, 2)                                     # [B, T, V, 3, H, W]
         with self._autocast(images.device):
             layers = self.aggregator(grid, keep=self.cfg.kept_layers())
         layers = [None if x is None else x.float() for x in layers]
         if self.cfg.camera_token_replacement and T > 1:
             layers = [None if x is None else replace_camera_tokens(x) for x in layers]
+        return layers
+
+    def decode(self, layers: list[torch.Tensor | None], H: int, W: int, heads: tuple[str, ...] | None = None,
+               timesteps: slice = slice(None)) -> dict:
+        """The heads on encoded layers, for the timesteps in `timesteps` (all by default): a dict of
+        [B, V, t, ...] tensors (see `forward`). Decoding a few timesteps at a time bounds head memory."""
+        wanted = set(heads) if heads is not None else {"camera", "depth", "point", "gaussian"}
+        last = layers[-1]
+        B, T_all, V = last.shape[:3]
+        chosen = range(T_all)[timesteps]
+        sel = slice(chosen.start, chosen.stop, chosen.step) if len(chosen) else slice(0, 0)
+        T = len(chosen)
+        layers = [None if x is None else x[:, sel] for x in layers]
 
         def to_bvt(x: torch.Tensor) -> torch.Tensor:                    # [B*T*V, ...] -> [B, V, T, ...]
             return x.reshape(B, T, V, *x.shape[1:]).transpose(1, 2)
 
         out: dict = {}
-        with torch.autocast(images.device.type, enabled=False):
+        with torch.autocast(last.device.type, enabled=False):
             if self.camera_head is not None and "camera" in wanted:
                 # after replacement all timesteps carry t=0's camera tokens: run the head once, share it
-                shared = self.cfg.camera_token_replacement and T > 1
-                cam_tokens = layers[-1][:, :1 if shared else T, :, 0]
+                shared = self.cfg.camera_token_replacement and T_all > 1
+                cam_tokens = last[:, :1, :, 0] if shared else layers[-1][:, :, :, 0]
                 encs = [e.reshape(B, -1, V, 9).expand(B, T, V, 9).transpose(1, 2)
                         for e in self.camera_head(cam_tokens.reshape(-1, V, cam_tokens.shape[-1]))]
                 out["pose_enc"], out["pose_enc_list"] = encs[-1], encs
@@ -109,6 +116,16 @@ class VGGT4D(nn.Module):
             if self.gaussian_head is not None and "gaussian" in wanted:
                 out["gaussian_raw"] = to_bvt(self.gaussian_head(flat, start, H, W))
         return out
+
+    def forward(self, images: torch.Tensor, heads: tuple[str, ...] | None = None) -> dict:
+        """images [B, V, T, 3, H, W] (or [V, T, 3, H, W]) in [0, 1] -> dict of [B, V, T, ...] tensors:
+        pose_enc (9), pose_enc_list, depth (.., H, W, 1), depth_conf, world_points (.., 3),
+        world_points_conf, gaussian_raw (.., 14). `heads` restricts which heads run."""
+        if images.dim() == 5:
+            images = images[None]
+        if images.dim() != 6 or images.shape[3] != 3:
+            raise ValueError(f"expected images [B, V, T, 3, H, W], got {tuple(images.shape)}")
+        return self.decode(self.encode(images), images.shape[-2], images.shape[-1], heads)
 
     def forward_vggt(self, images: torch.Tensor) -> dict:
         """Official VGGT calling convention: images [S, 3, H, W] or [B, S, 3, H, W] -> [B, S, ...]."""

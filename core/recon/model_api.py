@@ -1,77 +1,100 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The trainer's view of a reconstructor: build it from a preset, split its parameters into
-backbone / head / temporal groups, run it on a V x T grid, load weights. One adapter, so the trainer
-does not depend on a model's internals."""
+"""The trainer's view of the reconstructor (VGGT4D): build it from a preset, split its parameters
+into backbone / head / temporal groups, run it on one V x T sample, load weights. One adapter, so the
+trainer does not depend on the model's internals."""
 from __future__ import annotations
 
-import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from ..gaussians import Gaussians
+from .config import VGGTConfig, preset
+from .model import VGGT4D, parameter_group
+
+
+FORMAT = "fuse4d-recon"   # safetensors metadata "format" of a Fuse4D reconstructor checkpoint
 
 
 @dataclass
 class Prediction:
     gaussians: list[Gaussians]              # per timestep, all views, first-camera frame
-    pose_encoding: torch.Tensor | None      # [V, T, 9] (translation, quaternion xyzw, fov h, fov w)
-    depth: torch.Tensor | None              # [V, T, H, W]
+    pose_encoding: torch.Tensor             # [V, T, 9] (translation, quaternion xyzw, fov h, fov w)
+    depth: torch.Tensor                     # [V, T, H, W]
 
 
-def build(preset: str, camera_token_replacement: bool = True, temporal_attention: bool = True,
-          overrides: dict | None = None) -> torch.nn.Module:
-    from .train_standin import StandInConfig, StandInReconstructor
+def unwrap(model: torch.nn.Module) -> VGGT4D:
+    return getattr(model, "module", model)
 
-    if preset not in ("tiny", "standin"):
-        raise ValueError(f"model preset {preset!r} is not available in this build (tiny)")
-    cfg = StandInConfig(camera_token_replacement=camera_token_replacement, temporal_attention=temporal_attention)
-    cfg = dataclasses.replace(cfg, **(overrides or {}))
-    return StandInReconstructor(cfg)
+
+def build(name: str, camera_token_replacement: bool = True, temporal_attention: bool = True,
+          overrides: dict | None = None) -> VGGT4D:
+    """VGGT4D of preset `name` ('tiny', 'full') + config overrides + the two ablation switches."""
+    cfg = preset(name, **{**(overrides or {}), "camera_token_replacement": camera_token_replacement,
+                          "temporal_attention": temporal_attention})
+    return VGGT4D(cfg)
 
 
 def model_config(model: torch.nn.Module) -> dict:
-    model = getattr(model, "module", model)
-    return {"architecture": type(model).__name__, **dataclasses.asdict(model.cfg)}
+    return {"architecture": "VGGT4D", **unwrap(model).cfg.to_dict()}
 
 
-def build_from_config(config: dict) -> torch.nn.Module:
-    from .train_standin import StandInConfig, StandInReconstructor
+def save_reconstructor(model: torch.nn.Module, path: str | Path, metadata: dict | None = None) -> Path:
+    """Weights (safetensors) with the model's config as JSON in the metadata, so that
+    `load_reconstructor` needs nothing else."""
+    from .weights import save_weights
 
+    meta = {"format": FORMAT, "config": json.dumps(model_config(model)), **(metadata or {})}
+    return save_weights(unwrap(model), path, meta)
+
+
+def build_from_config(config: dict) -> VGGT4D:
     config = dict(config)
-    arch = config.pop("architecture", "StandInReconstructor")
-    if arch != "StandInReconstructor":
+    arch = config.pop("architecture", "VGGT4D")
+    if arch != "VGGT4D":
         raise ValueError(f"unknown reconstructor architecture {arch!r}")
-    return StandInReconstructor(StandInConfig(**config))
+    return VGGT4D(VGGTConfig.from_dict(config))
+
+
+@torch.no_grad()
+def init_from_scratch(model: torch.nn.Module, depth: float, fov: float) -> None:
+    """Priors for a model trained without VGGT weights: the camera head starts at identity pose and
+    field of view `fov` (radians) whatever its tokens, the depth head at `depth`. Without it a random
+    camera head can start with its FoV ReLU'd to zero (no gradient) and renders miss their targets."""
+    m = unwrap(model)
+    if m.camera_head is not None:
+        last = m.camera_head.pose_branch.fc2
+        last.weight.mul_(0.01)
+        # the head sums one delta per refinement iteration; each starts as bias
+        prior = torch.tensor([0, 0, 0, 0, 0, 0, 1, fov, fov], dtype=last.bias.dtype)
+        last.bias.copy_(prior / m.camera_head.iterations)
+    if m.depth_head is not None:
+        last = m.depth_head.scratch.output_conv2[2]
+        last.weight.mul_(0.01)
+        last.bias[0] = float(torch.log(torch.tensor(depth)))
 
 
 def parameter_groups(model: torch.nn.Module) -> dict[str, list[tuple[str, torch.nn.Parameter]]]:
-    """'head' = Gaussian head (+ the dense decoder it reads), 'temporal' = temporal layers,
-    'backbone' = everything else (patch embed, frame/global blocks, camera and depth heads)."""
-    model = getattr(model, "module", model)
+    """The model's own split: 'head' (Gaussian head), 'temporal' (temporal layers), 'backbone' (the rest)."""
     groups: dict[str, list] = {"head": [], "temporal": [], "backbone": []}
-    for name, p in model.named_parameters():
-        if name.startswith("gaussian_head."):
-            groups["head"].append((name, p))
-        elif name.startswith("temporal"):
-            groups["temporal"].append((name, p))
-        else:
-            groups["backbone"].append((name, p))
+    for name, p in unwrap(model).named_parameters():
+        groups[parameter_group(name)].append((name, p))
     return groups
 
 
 def predict(model: torch.nn.Module, images: torch.Tensor, analytic: bool = False) -> Prediction:
-    """images [V, T, H, W, 3] in [0, 1] -> per-timestep Gaussians + cameras + depth."""
-    from .train_standin import gaussians_from_outputs
-
-    out = model(images)
-    return Prediction(gaussians_from_outputs(images, out, analytic=analytic), out["pose_encoding"], out["depth"])
+    """images [V, T, H, W, 3] in [0, 1] (H, W multiples of the patch) -> per-timestep Gaussians of
+    all views, pose encodings and depth, through VGGT4D (`model` may be wrapped in DDP)."""
+    grid = images.permute(0, 1, 4, 2, 3)[None]                       # [1, V, T, 3, H, W]
+    heads = ("camera", "depth") if analytic else ("camera", "depth", "gaussian")
+    out = model(grid, heads=heads)
+    gaussians = unwrap(model).gaussians(grid, out, analytic=analytic)[0]
+    return Prediction(gaussians, out["pose_enc"][0], out["depth"][0, ..., 0])
 
 
 def load_weights(model: torch.nn.Module, path: str) -> None:
-    from safetensors.torch import load_file
+    from .weights import load_vggt_weights
 
-    sd = load_file(str(path))
-    missing, unexpected = getattr(model, "module", model).load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}: weights do not fit the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    load_vggt_weights(unwrap(model), path)

@@ -8,14 +8,15 @@ the input cameras and at held-out cameras, all expressed in the first input came
 lambda * LPIPS when LPIPS weights are already on this machine. AdamW; safetensors checkpoints with the
 optimizer state; resume from the last checkpoint; DDP under torchrun (WORLD_SIZE > 1).
 
-A tiny model has no pretrained backbone to freeze, so presets may train the backbone in the static
-stage (`static_trainable="all"`), optionally helped by camera and depth terms the synthetic data
-gives for free (`lambda_camera`, `lambda_depth`); the paper's recipe is `static_trainable="head"`.
+The model is VGGT4D (model_api builds it from the reconstructor presets 'tiny' / 'full'). A tiny
+model has no pretrained backbone to freeze, so presets may train the backbone in the static stage
+(`static_trainable="all"`), helped by camera and depth terms the synthetic data gives for free
+(`lambda_camera`, `lambda_depth`) and started from depth / field-of-view priors; the paper's recipe
+is `static_trainable="head"` from VGGT-1B weights (`init_weights`).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -38,11 +39,13 @@ log = logging.getLogger("fuse4d.recon.train")
 @dataclass
 class ReconTrainConfig:
     # model ----------------------------------------------------------------------------------
-    model: str = "tiny"                       # preset of the reconstructor's config
-    model_overrides: dict = field(default_factory=dict)
+    model: str = "tiny"                       # reconstructor preset: tiny / full (config.py)
+    model_overrides: dict = field(default_factory=dict)   # VGGTConfig fields
     camera_token_replacement: bool = True     # ablation switches
     temporal_attention: bool = True
     init_weights: str = ""                    # safetensors to start from (e.g. converted VGGT-1B)
+    prior_depth: float = 3.2                  # from scratch only: initial depth and FoV (radians)
+    prior_fov: float = 0.785
     # data -----------------------------------------------------------------------------------
     data: str = "synthetic"                   # or a dataset folder in the 4D layout
     synth: SyntheticConfig = field(default_factory=SyntheticConfig)
@@ -90,28 +93,33 @@ class ReconTrainConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+# Synthetic scenes at sizes that suit patch 14 (4 x 4 patches for the tiny model).
+TINY_SYNTH = SyntheticConfig(width=56, height=56, frames=4)
+
+
 def preset(name: str, **overrides) -> ReconTrainConfig:
-    """Named training configurations: 'tiny' (the shipped CPU model, a few minutes on 2 cores),
-    'ablation' (one variant of scripts/ablation_recon.py), 'smoke' (tests), 'paper' (PAPER.md §2.5)."""
+    """Named training configurations: 'tiny' (the shipped CPU model, ~25 min on one thread),
+    'ablation' (one variant of studies/recon_ablation.py), 'smoke' (tests), 'paper' (PAPER.md §2.5)."""
     if name == "tiny":
-        cfg = ReconTrainConfig(model="tiny", static_steps=250, dynamic_steps=150, static_trainable="all",
+        cfg = ReconTrainConfig(model="tiny", static_steps=300, dynamic_steps=150, static_trainable="all",
                                lr_static=2e-3, lr_dynamic=5e-4, train_scenes=48, eval_scenes=4,
-                               dynamic_frames=4, lambda_camera=1.0, lambda_depth=0.5,
-                               loss_input_views=2, loss_heldout_views=1, render_scale=0.5, ckpt_every=50,
+                               synth=TINY_SYNTH, dynamic_frames=4, lambda_camera=1.0, lambda_depth=0.5,
+                               loss_input_views=2, loss_heldout_views=1, render_scale=0.5, ckpt_every=25,
                                out="runs/recon_tiny")
     elif name == "ablation":
         cfg = ReconTrainConfig(model="tiny", static_steps=120, dynamic_steps=120, static_trainable="all",
                                lr_static=2e-3, lr_dynamic=5e-4, train_scenes=32, eval_scenes=4,
-                               synth=SyntheticConfig(frames=4), dynamic_frames=4, lambda_camera=1.0,
-                               lambda_depth=0.5, render_scale=0.5, ckpt_every=40, out="runs/ablation_recon")
+                               synth=TINY_SYNTH, dynamic_frames=4, lambda_camera=1.0, lambda_depth=0.5,
+                               render_scale=0.5, ckpt_every=20, out="runs/recon_ablation")
     elif name == "smoke":
         cfg = ReconTrainConfig(model="tiny", static_steps=3, dynamic_steps=3, static_trainable="all",
                                lr_static=2e-3, lr_dynamic=1e-3, train_scenes=2, eval_scenes=1, warmup=0,
-                               synth=SyntheticConfig(views=2, frames=2, heldout_views=1, width=32, height=32,
+                               synth=SyntheticConfig(views=2, frames=2, heldout_views=1, width=28, height=28,
                                                      gaussians_per_object=150, ground_gaussians=400),
-                               dynamic_frames=2, loss_timesteps=1, render_scale=1.0, ckpt_every=3)
+                               dynamic_frames=2, loss_timesteps=1, render_scale=1.0, lambda_camera=1.0,
+                               lambda_depth=0.5, ckpt_every=3)
     elif name == "paper":
-        cfg = ReconTrainConfig(model="vggt", static_steps=20000, dynamic_steps=15000, static_trainable="head",
+        cfg = ReconTrainConfig(model="full", static_steps=20000, dynamic_steps=15000, static_trainable="head",
                                lr_static=2e-4, lr_dynamic=2e-5, batch=14, train_scenes=100000,
                                synth=SyntheticConfig(width=518, height=350, frames=8), dynamic_frames=4,
                                loss_input_views=0, loss_heldout_views=0, ckpt_every=1000, out="runs/recon")
@@ -120,12 +128,19 @@ def preset(name: str, **overrides) -> ReconTrainConfig:
     return dataclasses.replace(cfg, **overrides)
 
 
-# --- model plumbing (the reconstructor's public API lives in this package's model modules) -------
+# --- model plumbing (through model_api) ---------------------------------------------------------
 
 def build_model(cfg: ReconTrainConfig) -> torch.nn.Module:
+    """The VGGT4D to train, as it is before step 0 (the same for a given config and seed)."""
     from . import model_api
 
-    return model_api.build(cfg.model, cfg.camera_token_replacement, cfg.temporal_attention, cfg.model_overrides)
+    torch.manual_seed(cfg.seed)
+    model = model_api.build(cfg.model, cfg.camera_token_replacement, cfg.temporal_attention, cfg.model_overrides)
+    if cfg.init_weights:
+        model_api.load_weights(model, cfg.init_weights)
+    else:
+        model_api.init_from_scratch(model, cfg.prior_depth, cfg.prior_fov)
+    return model
 
 
 def parameter_groups(model: torch.nn.Module) -> dict[str, list[tuple[str, torch.nn.Parameter]]]:
@@ -259,12 +274,12 @@ def _make_optimizer(params, cfg: ReconTrainConfig, stage: str) -> torch.optim.Op
 
 
 def train(cfg: ReconTrainConfig, resume: bool = True, progress: bool = True, max_steps: int | None = None) -> dict:
-    """Run (or continue) training; returns {'step', 'losses': [...], 'checkpoint': path}.
+    """Run (or continue) training; returns {'step', 'losses' (every step so far, across resumes),
+    'seconds' (training wall time so far, across resumes), 'checkpoint': path, 'model'}.
     `max_steps` stops early after that global step (for tests and time-boxed runs)."""
     from tqdm import tqdm
 
     dist_info = init_distributed(cfg.device)
-    torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(dist_info.device)
     out = Path(cfg.out)
     start, meta, optim_tensors = 0, {}, {}
@@ -275,10 +290,9 @@ def train(cfg: ReconTrainConfig, resume: bool = True, progress: bool = True, max
         start = int(meta["step"])
         if dist_info.main:
             log.info("resuming from %s (step %d)", existing[-1], start)
-    elif cfg.init_weights:
-        from . import model_api
-
-        model_api.load_weights(model, cfg.init_weights)
+    losses: list[float] = list(meta.get("losses", []))[:start]
+    seconds_before = float(meta.get("seconds", 0.0))
+    clock = time.perf_counter()
 
     source = make_source(cfg.data, cfg.synth)
     all_seeds = list(range(cfg.seed, cfg.seed + cfg.train_scenes)) if cfg.data == "synthetic" \
@@ -289,7 +303,6 @@ def train(cfg: ReconTrainConfig, resume: bool = True, progress: bool = True, max
         print("LPIPS weights not available locally: training with the MSE render loss only")
 
     stages = [("static", 0, cfg.static_steps), ("dynamic", cfg.static_steps, cfg.total_steps)]
-    losses: list[float] = []
     end = cfg.total_steps if max_steps is None else min(cfg.total_steps, max_steps)
     bar = tqdm(total=end, initial=min(start, end), desc="train-recon", unit="step",
                disable=not (progress and dist_info.main))
@@ -307,7 +320,7 @@ def train(cfg: ReconTrainConfig, resume: bool = True, progress: bool = True, max
         if optim_tensors and meta.get("stage") == stage and meta.get("optimizer"):
             optimizer.load_state_dict(unflatten_optimizer(optim_tensors, meta["optimizer"]))
         model.train()
-        frames, views, heldout = _sample_dims(source, cfg)
+        frames, views, heldout = _sample_dims(source, cfg, model)
         for step in range(max(start, first), min(stop, end)):
             plan = sample_plan(cfg, step, dist_info.rank, seeds, stage, frames, views, heldout)
             for group in optimizer.param_groups:
@@ -330,17 +343,27 @@ def train(cfg: ReconTrainConfig, resume: bool = True, progress: bool = True, max
             bar.set_postfix(stage=stage, loss=f"{step_stats['loss']:.4f}", mse=f"{step_stats['mse']:.4f}")
             done = step + 1
             if dist_info.main and (done % cfg.ckpt_every == 0 or done == stop or done == end):
+                seconds = seconds_before + time.perf_counter() - clock
                 last_ckpt = save_checkpoint(out, done, model, optimizer,
                                             {"stage": stage, "config": cfg.to_json(), "loss": step_stats["loss"],
-                                             "time": time.time()}, keep=cfg.keep_checkpoints)
+                                             "losses": losses, "seconds": seconds, "time": time.time()},
+                                            keep=cfg.keep_checkpoints)
         start = max(start, min(stop, end))
     bar.close()
-    return {"step": max(start, 0), "losses": losses, "checkpoint": str(last_ckpt) if last_ckpt else None,
-            "model": model}
+    return {"step": max(start, 0), "losses": losses, "seconds": seconds_before + time.perf_counter() - clock,
+            "checkpoint": str(last_ckpt) if last_ckpt else None, "model": model}
 
 
-def _sample_dims(source, cfg: ReconTrainConfig) -> tuple[int, int, int]:
+def _sample_dims(source, cfg: ReconTrainConfig, model: torch.nn.Module) -> tuple[int, int, int]:
+    """(timesteps, views, held-out views) of the data; its images must suit the model's patch size."""
+    from .model_api import unwrap
+
     probe = source.get(cfg.seed if cfg.data == "synthetic" else 0)
+    H, W = probe.images.shape[2:4]
+    patch = unwrap(model).cfg.patch_size
+    if H % patch or W % patch:
+        raise ValueError(f"training images are {W}x{H}: both sides must be multiples of the patch size {patch} "
+                         f"(e.g. synthetic width/height 56)")
     return probe.images.shape[1], probe.images.shape[0], probe.heldout_images.shape[0]
 
 
@@ -365,16 +388,19 @@ def with_depth(sample: Sample, cfg: ReconTrainConfig) -> Sample:
 # --- evaluation --------------------------------------------------------------------------------
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, synth: SyntheticConfig = SyntheticConfig(), scenes: int = 4,
-             seed_base: int = EVAL_SEED_BASE, frames: int | None = None, progress: bool = False) -> dict:
+def evaluate(model: torch.nn.Module, synth: SyntheticConfig = TINY_SYNTH, scenes: int = 4,
+             seed_base: int = EVAL_SEED_BASE, frames: int | None = None, progress: bool = False,
+             analytic: bool = False, source=None) -> dict:
     """PSNR of the reconstruction re-rendered at the held-out cameras (and at the input cameras) of
-    held-out synthetic scenes (seeds seed_base + i, disjoint from training seeds), all timesteps."""
+    held-out synthetic scenes (seeds seed_base + i, disjoint from training seeds), all timesteps.
+    `analytic` ignores the Gaussian head (Gaussians from depth and pixels). Pass `source` (a
+    SyntheticSource of `synth`) to reuse its scenes across calls."""
     from tqdm import tqdm
 
     from . import model_api
     from .train_data import SyntheticSource
 
-    source = SyntheticSource(synth, cache_size=1)
+    source = source or SyntheticSource(synth, cache_size=1)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -383,7 +409,7 @@ def evaluate(model: torch.nn.Module, synth: SyntheticConfig = SyntheticConfig(),
         sample = source.get(seed_base + i)
         if frames is not None:
             sample = sample.window(0, frames)
-        pred = model_api.predict(model, sample.images.to(device))
+        pred = model_api.predict(model, sample.images.to(device), analytic=analytic)
         for t in range(sample.images.shape[1]):
             g = pred.gaussians[t]
             held.append(psnr(render_views(g, sample.heldout.to(device), sample.background).cpu(),
@@ -393,20 +419,3 @@ def evaluate(model: torch.nn.Module, synth: SyntheticConfig = SyntheticConfig(),
     model.train(was_training)
     return {"psnr_heldout": float(np.mean(held)), "psnr_input": float(np.mean(inp)), "scenes": scenes,
             "seed_base": seed_base, "timesteps": len(held) // max(scenes, 1)}
-
-
-def export_weights(model: torch.nn.Module, path: str | Path, record: dict) -> Path:
-    """Model weights only (safetensors) + a JSON record beside it (config, training, scores)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp),
-              metadata={"format": "fuse4d-recon", "config": json.dumps(record.get("model_config", {}))})
-    os.replace(tmp, path)
-    json_path = path.with_suffix(".json")
-    tmp_json = json_path.with_name(json_path.name + ".tmp")
-    tmp_json.write_text(json.dumps(record, indent=1))
-    os.replace(tmp_json, json_path)
-    return path
