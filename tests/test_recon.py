@@ -250,6 +250,7 @@ def test_trainer_stages_resume_and_export(tmp_path):
 
     from safetensors import safe_open
 
+    from fuse4d.core.recon import load_reconstructor
     from fuse4d.core.recon.train import build_model, preset, train
     from fuse4d.core.recon.train_report import export_trained
 
@@ -278,3 +279,118 @@ def test_trainer_stages_resume_and_export(tmp_path):
         assert 0 < scores[key]["psnr_heldout"] < 60
     assert scores["trained"]["psnr_heldout"] != scores["untrained"]["psnr_heldout"]
     assert record["scores"] == scores
+    loaded = load_reconstructor(tmp_path / "w.safetensors")
+    assert not loaded.training
+    assert all(torch.equal(v, final[k]) for k, v in loaded.state_dict().items())
+
+
+# --- public API (ComfyUI nodes, demo) ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from fuse4d.core.recon import write_tiny_reconstructor
+
+    return write_tiny_reconstructor(tmp_path_factory.mktemp("tiny") / "tiny.safetensors", seed=3)
+
+
+def test_write_and_load_tiny_reconstructor(tiny_checkpoint, tmp_path):
+    from fuse4d.core.recon import load_reconstructor, write_tiny_reconstructor
+
+    m = load_reconstructor(tiny_checkpoint)
+    assert isinstance(m, VGGT4D) and not m.training and m.cfg == tiny()
+    assert m.gaussian_head is not None and m.aggregator.temporal_blocks is not None
+    again = load_reconstructor(write_tiny_reconstructor(tmp_path / "again.safetensors", seed=3))
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in m.state_dict().items())   # seeded
+
+
+def test_load_reconstructor_rejects_other_files(tmp_path):
+    from fuse4d.core.recon import load_reconstructor
+
+    with pytest.raises(WeightsError, match="neither a Fuse4D reconstructor checkpoint"):
+        load_reconstructor(WEIGHTS)            # a VGGT-format file, but not VGGT-1B and without a config
+    save_file({"decoder.weight": torch.zeros(2, 2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(WeightsError, match="neither"):
+        load_reconstructor(tmp_path / "other.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(WeightsError, match="not a readable safetensors"):
+        load_reconstructor(tmp_path / "junk.safetensors")
+    torch.save({"w": torch.zeros(1)}, tmp_path / "model.pt")
+    with pytest.raises(WeightsError, match="convert"):
+        load_reconstructor(tmp_path / "model.pt")
+    with pytest.raises(WeightsError, match="not found"):
+        load_reconstructor(tmp_path / "absent.safetensors")
+    # a Fuse4D checkpoint that lost tensors: the stored config no longer fits
+    import json
+
+    from fuse4d.core.recon.model_api import FORMAT, model_config
+
+    state = load_file(str(WEIGHTS))
+    save_file(state, str(tmp_path / "partial.safetensors"),
+              metadata={"format": FORMAT, "config": json.dumps(model_config(VGGT4D(tiny())))})
+    with pytest.raises(WeightsError, match=r"does not fit this model\n  missing \d+: aggregator\.temporal_blocks"):
+        load_reconstructor(tmp_path / "partial.safetensors")
+
+
+def test_vggt_1b_files_are_recognised_by_their_shapes(tmp_path):
+    from fuse4d.core.recon import full
+    from fuse4d.core.recon.checkpoint import VGGT_1B_SHAPES, file_config
+
+    path = tmp_path / "model.safetensors"   # the header is all that is read: the shapes of a few keys
+    save_file({k: torch.zeros(v, dtype=torch.float16) for k, v in VGGT_1B_SHAPES.items()}, str(path),
+              metadata={"format": "pt"})
+    cfg = file_config(path)
+    assert cfg == full(enable_gaussian=False, temporal_attention=False)   # plain VGGT: analytic Gaussians
+
+
+def test_reconstruct_grid_any_size_per_timestep(tiny_checkpoint):
+    from fuse4d.core.recon import load_reconstructor, reconstruct_grid
+
+    m = load_reconstructor(tiny_checkpoint)
+    with torch.no_grad():   # a head that is not zero, so head and analytic modes differ
+        m.gaussian_head.scratch.output_conv2[2].bias[3] = -1.0
+    images = torch.rand(2, 3, 3, 30, 40, generator=torch.Generator().manual_seed(1))
+    ticks = []
+    frames, cams = reconstruct_grid(m, images, progress=lambda: ticks.append(1))
+    assert len(ticks) == 3 and len(frames) == 3
+    assert (cams.width, cams.height, len(cams)) == (56, 42, 2)   # width = img_size, height a patch multiple
+    assert all(len(g) == 2 * 42 * 56 for g in frames)
+    # per-timestep heads give what one pass over the whole grid gives
+    from fuse4d.core.recon.frames import fit_to_patch
+
+    x = fit_to_patch(images, 56, 14)[None]
+    with torch.no_grad():
+        whole = m.gaussians(x, m(x))[0]
+    for g, ref in zip(frames, whole):
+        torch.testing.assert_close(g.means, ref.means, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(g.opacity_logits, ref.opacity_logits, atol=1e-5, rtol=1e-5)
+    analytic, _ = reconstruct_grid(m, images, analytic=True)
+    assert not torch.allclose(analytic[0].opacity_logits, frames[0].opacity_logits)
+    torch.testing.assert_close(analytic[0].opacity_logits, torch.full_like(analytic[0].opacity_logits, 2.0))
+    with pytest.raises(ValueError, match=r"\[V, T, 3, H, W\]"):
+        reconstruct_grid(m, images[0])
+
+
+def test_reconstruct_grid_without_a_head_is_analytic():
+    from fuse4d.core.recon import reconstruct_grid
+
+    m = model(enable_gaussian=False, temporal_attention=False).eval()
+    frames, cams = reconstruct_grid(m, _grid(V=2, T=2, H=28, W=28)[0])
+    assert len(frames) == 2 and cams.width == 56 and cams.height == 56   # resized to img_size
+    torch.testing.assert_close(frames[1].opacity_logits, torch.full_like(frames[1].opacity_logits, 2.0))
+
+
+def test_reconstruct_cli_reads_the_config_from_our_checkpoint(tmp_path, tiny_checkpoint):
+    from fuse4d.core.io import read_sequence
+
+    _write_grid(tmp_path / "frames", V=2, T=2)
+    cli, args = _cli_args(str(tmp_path / "frames"), "--views", "2", "--out", str(tmp_path / "seq"),
+                          "--weights", str(tiny_checkpoint))
+    assert cli.run(args) == 0
+    seq = read_sequence(tmp_path / "seq")
+    assert seq.extra["mode"] == "gaussian_head" and seq.extra["model"] == "tiny"
+    assert len(seq.frames) == 2 and len(seq.frames[0]) == 2 * 42 * 56
+    # a VGGT-format file without a config needs --config (or VGGT-1B's shapes)
+    cli, args = _cli_args(str(tmp_path / "frames"), "--views", "2", "--out", str(tmp_path / "seq2"),
+                          "--weights", str(WEIGHTS))
+    with pytest.raises(WeightsError, match="neither"):
+        cli.run(args)

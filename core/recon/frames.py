@@ -53,17 +53,33 @@ def grid_files(folder: str | Path, views: int | None = None) -> list[list[Path]]
 
 
 def target_size(h: int, w: int, width: int, patch: int) -> tuple[int, int]:
-    """VGGT's 'crop' preprocessing size: width `width`, height scaled and rounded to a multiple of the patch."""
+    """VGGT's 'crop' preprocessing size: width `width` (rounded down to a patch multiple), height
+    scaled and rounded to a multiple of the patch; a height above the width is centre-cropped to it."""
+    width = max(patch, width // patch * patch)
     new_h = max(patch, int(round(h * width / w / patch)) * patch)
-    return new_h, width
+    return min(new_h, width), width
+
+
+def fit_to_patch(images: torch.Tensor, width: int, patch: int) -> torch.Tensor:
+    """images [..., 3, h, w] in [0, 1] -> [..., 3, H, W] at `target_size` (bicubic with antialiasing,
+    clamped; portrait images centre-cropped like VGGT's 'crop' mode). Unchanged when they already fit."""
+    h, w = images.shape[-2:]
+    H, W = target_size(h, w, width, patch)
+    if (h, w) == (H, W):
+        return images
+    lead = images.shape[:-3]
+    x = images.reshape(-1, *images.shape[-3:]).float()
+    scaled_h = max(patch, int(round(h * W / w / patch)) * patch)
+    x = F.interpolate(x, size=(scaled_h, W), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    top = (scaled_h - H) // 2
+    return x[..., top:top + H, :].reshape(*lead, 3, H, W)
 
 
 def load_grid(files: list[list[Path]], width: int, patch: int) -> torch.Tensor:
-    """-> images [V, T, 3, H, W] in [0, 1], resized (bicubic, clamped) to a patch-multiple size."""
+    """-> images [V, T, 3, H, W] in [0, 1], resized to a patch-multiple size (`fit_to_patch`)."""
     from ..images import load_image
 
     first = load_image(files[0][0])
-    H, W = target_size(first.shape[0], first.shape[1], width, patch)
     rows = []
     for view in files:
         frames = []
@@ -72,9 +88,7 @@ def load_grid(files: list[list[Path]], width: int, patch: int) -> torch.Tensor:
             if im.shape[:2] != first.shape[:2]:
                 raise ValueError(f"{path}: size {im.shape[1]}x{im.shape[0]} differs from "
                                  f"{first.shape[1]}x{first.shape[0]} of {files[0][0].name}")
-            x = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None]
-            if x.shape[-2:] != (H, W):
-                x = F.interpolate(x, size=(H, W), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-            frames.append(x[0])
+            x = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)
+            frames.append(fit_to_patch(x, width, patch))
         rows.append(torch.stack(frames))
     return torch.stack(rows)

@@ -1,0 +1,89 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The reconstructor's public entry points, for the ComfyUI nodes, the demo and the CLI:
+load a weights file, reconstruct a V x T grid, write tiny random weights for tests.
+
+Weights and licences: facebook/VGGT-1B is CC BY-NC 4.0 (non-commercial); facebook/VGGT-1B-Commercial
+is the checkpoint for commercial use (its own licence); Fuse4D checkpoints carry their config."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ..cameras import Cameras
+from ..gaussians import Gaussians
+from .checkpoint import file_config
+from .config import tiny
+from .frames import fit_to_patch
+from .model import VGGT4D
+from .model_api import save_reconstructor
+from .weights import load_vggt_weights
+
+
+def load_reconstructor(path: str | Path, device: str | torch.device = "cpu") -> VGGT4D:
+    """A VGGT-1B / VGGT-1B-Commercial model.safetensors (full config, analytic Gaussians) or a Fuse4D
+    checkpoint (config from its metadata), in eval mode on `device`. Raises WeightsError for any
+    other file, listing what does not fit. `model.load_report` tells what was loaded."""
+    cfg = file_config(path)
+    model = VGGT4D(cfg)
+    # the config was read from the file, so every parameter of the model must be in it
+    model.load_report = load_vggt_weights(model, path, strict_additions=True)
+    return model.to(device).eval()
+
+
+def uses_head(model: VGGT4D, analytic: bool | None) -> bool:
+    """analytic=None: the Gaussian head when the model has one, the analytic mode otherwise."""
+    if analytic is None:
+        return model.gaussian_head is not None
+    return not analytic and model.gaussian_head is not None
+
+
+@torch.no_grad()
+def reconstruct_timesteps(model: torch.nn.Module, images: torch.Tensor, progress: Callable[[], object] | None = None,
+                          analytic: bool | None = None, width: int | None = None
+                          ) -> tuple[list[Gaussians], list[Cameras]]:
+    """`reconstruct_grid` with the cameras of every timestep (identical across time with camera token
+    replacement; without it each timestep predicts its own)."""
+    model = getattr(model, "module", model)
+    if images.dim() != 5 or images.shape[2] != 3:
+        raise ValueError(f"expected images [V, T, 3, H, W], got {tuple(images.shape)}")
+    param = next(model.parameters())
+    x = fit_to_patch(images.to(param.device, torch.float32), width or model.cfg.img_size, model.cfg.patch_size)
+    grid = x[None]                                                     # [1, V, T, 3, H, W]
+    _, V, T, _, H, W = grid.shape
+    head = uses_head(model, analytic)
+    heads = ("camera", "depth", "gaussian") if head else ("camera", "depth")
+    layers = model.encode(grid)
+    frames: list[Gaussians] = []
+    cameras: list[Cameras] = []
+    for t in range(T):
+        out = model.decode(layers, H, W, heads, timesteps=slice(t, t + 1))
+        frames.append(model.gaussians(grid[:, :, t:t + 1], out, analytic=not head)[0][0])
+        cameras.append(model.cameras(out, W, H)[0][0])
+        if progress is not None:
+            progress()
+    return frames, cameras
+
+
+def reconstruct_grid(model: torch.nn.Module, images: torch.Tensor, progress: Callable[[], object] | None = None,
+                     analytic: bool | None = None, width: int | None = None) -> tuple[list[Gaussians], Cameras]:
+    """images [V, T, 3, H, W] in [0, 1], any size (resized to `width`, default the model's img_size,
+    with a patch-multiple height, like the CLI) -> (T Gaussians, one per timestep, of all V views in
+    the first camera's frame; Cameras of the V views at the size the Gaussians were made for).
+    The backbone runs once over the grid, then the heads per timestep; `progress()` is called with
+    no arguments after each timestep (it may raise to interrupt). analytic=None: the Gaussian head
+    if the model has one, Gaussians from depth and pixels otherwise."""
+    frames, cameras = reconstruct_timesteps(model, images, progress, analytic, width)
+    return frames, cameras[0]
+
+
+def write_tiny_reconstructor(path: str | Path, seed: int = 0) -> Path:
+    """Random weights of the tiny configuration (Gaussian head and temporal layers included) with
+    their config in the metadata: a loadable reconstructor for tests. Reconstructs nothing useful."""
+    from .model_api import init_from_scratch
+
+    torch.manual_seed(seed)
+    model = VGGT4D(tiny())
+    init_from_scratch(model, depth=3.2, fov=0.785)   # sane depths and cameras for previews
+    return save_reconstructor(model, path, {"producer": "fuse4d write_tiny_reconstructor", "seed": str(seed)})
