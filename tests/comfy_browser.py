@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -25,14 +26,44 @@ def chromium_binary() -> str | None:
     return None
 
 
+def _apt_get(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    # Wait for a dpkg lock held by another apt run instead of failing at once.
+    cmd = ["apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=600", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def ensure_chromium() -> str:
+    """The Chromium binary; on a fresh Debian machine (as root) install Debian's package at test time,
+    as ComfyUI itself is installed at test time. Raises with what to do when it cannot."""
+    path = chromium_binary()
+    if path:
+        return path
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        raise RuntimeError("Chromium is missing and cannot be installed here (needs Debian's apt-get as root): "
+                           "run `apt-get install chromium` (Debian package) and re-run the tests")
+    proc = _apt_get("install", "--no-install-recommends", "chromium")
+    if proc.returncode != 0:  # stale or missing package lists on a fresh machine
+        _apt_get("update")
+        proc = _apt_get("install", "--no-install-recommends", "chromium")
+    path = chromium_binary()
+    if proc.returncode != 0 or path is None:
+        raise RuntimeError(f"apt-get install chromium failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n"
+                           f"{proc.stderr[-2000:]}")
+    return path
+
+
 class Browser:
     def __init__(self):
         self.port = free_port()
         self.profile = tempfile.mkdtemp(prefix="fuse4d-chromium-")
-        args = [chromium_binary(), "--headless=new", f"--remote-debugging-port={self.port}", "--no-sandbox",
-                "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist",
-                "--disable-dev-shm-usage", f"--user-data-dir={self.profile}", "--window-size=1280,900",
-                "about:blank"]
+        # The flags this machine needs (closed network: no background connections), a new empty
+        # profile, and WebGL 2 through SwiftShader (software) since there is no GPU.
+        args = [ensure_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", f"--user-data-dir={self.profile}", f"--remote-debugging-port={self.port}",
+                "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-dev-shm-usage",
+                "--window-size=1280,900", "about:blank"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:
@@ -99,6 +130,24 @@ class Browser:
         data = self.evaluate(expression)
         raw = base64.b64decode(data.split(",", 1)[1])
         return np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"), dtype=np.float32)
+
+    def screenshot(self, rect: dict | None = None) -> np.ndarray:
+        """A real screenshot of the page (composited, as a user sees it), optionally of a CSS-pixel rect."""
+        from PIL import Image
+
+        params = {"format": "png"}
+        if rect is not None:
+            params["clip"] = {"x": rect["x"], "y": rect["y"], "width": rect["width"], "height": rect["height"],
+                              "scale": 1}
+        raw = base64.b64decode(self.call("Page.captureScreenshot", params)["data"])
+        return np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"), dtype=np.float32)
+
+    def click(self, x: float, y: float) -> None:
+        """A real mouse click (press + release) at page coordinates."""
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left",
+                                                   "buttons": 1 if kind == "mousePressed" else 0,
+                                                   "clickCount": 1})
 
     def close(self) -> None:
         if getattr(self, "ws", None) is not None:

@@ -172,59 +172,127 @@ def _moving_sequence(folder, timesteps: int = 3):
     write_sequence(folder, Sequence4D(frames=frames, fps=4.0, views=2, cameras=cameras_to_dicts(cams)))
 
 
-def test_4d_player_in_headless_chromium(comfy_server):
-    from comfy_browser import Browser, chromium_binary
-
-    if chromium_binary() is None:
-        pytest.skip("no chromium binary (apt-get install chromium)")
-    _moving_sequence(comfy_server.input_dir / "player_seq")
-    entry = comfy_server.run({
+def _player_prompt() -> dict:
+    return {
         "1": {"class_type": "Fuse4DLoad4DSplats", "inputs": {"sequence": "player_seq"}},
         "2": {"class_type": "Fuse4DSave4DSplats", "inputs": {"gaussians": ["1", 0], "filename_prefix": "player/seq",
                                                             "format": "ply sequence", "fps": 0.0}},
-    })
-    info = entry["outputs"]["2"]["fuse4d_splats"][0]
-    assert len(info["files"]) == 3
+    }
+
+
+PLAYER_NODE = "window.comfyAPI.app.app.graph.getNodeById(2)"
+BACKGROUND = np.array([16, 16, 20], dtype=np.float32)  # the player's clear colour
+
+
+def _coverage(image: np.ndarray) -> float:
+    return float((np.abs(image - BACKGROUND).sum(-1) > 30).mean())
+
+
+def test_4d_player_in_headless_chromium(comfy_server):
+    """The real ComfyUI frontend: load the workflow, queue it from the page, and the Save 4D Splats node
+    shows the player; a screenshot of it is not blank, and a click on the time slider changes it."""
+    from comfy_browser import Browser, ensure_chromium
+
+    ensure_chromium()  # Debian's chromium, installed at test time when missing (as root)
+    _moving_sequence(comfy_server.input_dir / "player_seq")
+    # No first-run template dialog over the canvas.
+    settings = comfy_server.base / "user" / "default" / "comfy.settings.json"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
     browser = Browser()
+    shots = comfy_server.base
     try:
         browser.navigate(comfy_server.url + "/")
-        browser.wait_for("window.Fuse4DPlayer && window.Fuse4DPlayer.createPlayer", timeout=150)
+        # The app is up once our extension loaded and the node definitions are registered.
+        browser.wait_for("window.comfyAPI && window.comfyAPI.app && window.comfyAPI.app.app.graph"
+                         " && window.Fuse4DPlayer && window.LiteGraph"
+                         " && LiteGraph.registered_node_types['Fuse4DSave4DSplats']", timeout=150)
         browser.evaluate(f"""(async () => {{
-            const div = document.createElement('div');
-            div.style.cssText = 'position:fixed;left:0;top:0;z-index:100000;background:#000';
-            document.body.appendChild(div);
-            window.__fuse4d = await window.Fuse4DPlayer.createPlayer(div, {json.dumps(info)},
-                                                                    {{width: 256, height: 192}});
-            return window.__fuse4d.frames;
-        }})()""", timeout=150)
-        grab = "(() => { window.__fuse4d.render(); return window.__fuse4d.canvas.toDataURL('image/png'); })()"
-        background = np.array([16, 16, 20], dtype=np.float32)
+            const app = window.comfyAPI.app.app;
+            await app.loadApiJson({json.dumps(_player_prompt())}, "fuse4d_player_test.json");
+            const node = {PLAYER_NODE};
+            node.pos = [360, 40];
+            app.canvas.ds.scale = 1;
+            app.canvas.ds.offset = [0, 0];
+            app.canvas.setDirty(true, true);
+            await app.queuePrompt(0, 1);
+            return true;
+        }})()""", timeout=60)
+        browser.wait_for(f"(() => {{ const n = {PLAYER_NODE}; return n && (n.fuse4dPlayer || n.fuse4dError); }})()",
+                         timeout=150)
+        error = browser.evaluate(f"{PLAYER_NODE}.fuse4dError")
+        assert not error, f"the player failed in the node: {error}"
+        info = browser.evaluate(f"{PLAYER_NODE}.fuse4dInfo")
+        assert len(info["files"]) == 3 and all((comfy_server.output_dir / info["subfolder"] / f).stat().st_size
+                                                for f in info["files"])
+        assert browser.evaluate(f"{PLAYER_NODE}.fuse4dPlayer.frames") == 3
 
-        def settled_picture():
-            # Spark loads and sorts splats asynchronously: poll until the picture has content.
-            deadline = time.monotonic() + 30
+        def rect(expr: str) -> dict:
+            return browser.evaluate(f"(() => {{ const r = {expr}.getBoundingClientRect();"
+                                    " return {x: r.x, y: r.y, width: r.width, height: r.height}; })()")
+
+        def settled(previous: np.ndarray | None, timeout: float = 40) -> np.ndarray:
+            # Spark loads and sorts splats asynchronously: poll (bounded) until the picture has
+            # content and, after a change of time, differs from the previous one.
+            deadline = time.monotonic() + timeout
             while True:
-                image = browser.data_url_image(grab)
-                coverage = (np.abs(image - background).sum(-1) > 30).mean()
-                if coverage > 0.02 or time.monotonic() > deadline:
-                    return image, coverage
+                box = rect(f"{PLAYER_NODE}.fuse4dPlayer.canvas")
+                image = browser.screenshot(box)
+                ok = _coverage(image) > 0.02 and (previous is None or (previous.shape == image.shape and
+                                                                        np.abs(image - previous).mean() > 2.0))
+                if ok or time.monotonic() > deadline:
+                    return image
+                time.sleep(0.5)
 
-        first, covered = settled_picture()
-        assert first.shape == (192, 256, 3)
-        Image.fromarray(first.astype(np.uint8)).save(comfy_server.base / "player_t0.png")
-        assert covered > 0.02 and first.std() > 5, f"player picture is blank (coverage {covered:.3f})"
-        browser.evaluate("(() => { const s = window.__fuse4d.slider; s.value = '2';"
-                         " s.dispatchEvent(new Event('input')); return s.value; })()")
-        # Spark regenerates and sorts asynchronously: poll (bounded) for the new timestep's picture.
-        deadline = time.monotonic() + 30
+        box = rect(f"{PLAYER_NODE}.fuse4dPlayer.canvas")
+        assert box["width"] > 100 and box["height"] > 80, f"the player is not visible in the node: {box}"
+        first = settled(None)
+        Image.fromarray(first.astype(np.uint8)).save(shots / "player_t0.png")
+        Image.fromarray(browser.screenshot().astype(np.uint8)).save(shots / "player_page.png")
+        assert _coverage(first) > 0.02 and first.std() > 5, f"player is blank (coverage {_coverage(first):.3f})"
+
+        # A real click at the right end of the time slider moves it to the last timestep.
+        s = rect(f"{PLAYER_NODE}.fuse4dPlayer.slider")
+        browser.click(s["x"] + s["width"] - 2, s["y"] + s["height"] / 2)
+        assert browser.evaluate(f"{PLAYER_NODE}.fuse4dPlayer.time") == 2
+        moved = settled(first)
+        Image.fromarray(moved.astype(np.uint8)).save(shots / "player_t2.png")
+        assert np.abs(moved - first).mean() > 2.0, "moving the time slider did not change the picture"
+        assert _coverage(moved) > 0.02, "the new timestep is blank"
+
+        # Play / pause: time advances while playing and stops when paused.
+        b = rect(f"{PLAYER_NODE}.fuse4dPlayer.playButton")
+        browser.click(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
+        assert browser.evaluate(f"{PLAYER_NODE}.fuse4dPlayer.playing") is True
+        browser.wait_for(f"{PLAYER_NODE}.fuse4dPlayer.time !== 2", timeout=20)
+        browser.click(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
+        assert browser.evaluate(f"{PLAYER_NODE}.fuse4dPlayer.playing") is False
+        paused = browser.evaluate(f"{PLAYER_NODE}.fuse4dPlayer.time")
+        time.sleep(1.0)
+        assert browser.evaluate(f"{PLAYER_NODE}.fuse4dPlayer.time") == paused
+        # Paused and settled, the player stops drawing (it costs nothing in an idle ComfyUI tab).
+        deadline = time.monotonic() + 20
         while True:
-            time.sleep(0.5)
-            moved = browser.data_url_image(grab)
-            change = np.abs(moved - first).mean()
-            if change > 2.0 or time.monotonic() > deadline:
+            before = browser.evaluate(f"{PLAYER_NODE}.fuse4dPlayer.drawCount")
+            time.sleep(1.0)
+            idle = browser.evaluate(f"{PLAYER_NODE}.fuse4dPlayer.drawCount") == before
+            if idle or time.monotonic() > deadline:
                 break
-        Image.fromarray(moved.astype(np.uint8)).save(comfy_server.base / "player_t2.png")
-        assert change > 2.0, "moving the time slider did not change the picture"
-        assert (np.abs(moved - background).sum(-1) > 30).mean() > 0.02, "the new timestep is blank"
+        assert idle, "the paused player keeps redrawing"
     finally:
         browser.close()
+
+
+def test_committed_player_bundle_matches_sources():
+    """web/fuse4d_player.js (committed, so users need no npm) was built from the committed sources."""
+    import hashlib
+
+    from comfy_runtime import REPO
+
+    web = REPO / "web"
+    digest = hashlib.sha256()
+    for name in [*sorted(f"src/{p.name}" for p in (web / "src").glob("*.mjs")), "package-lock.json"]:
+        digest.update(name.encode() + b"\n" + (web / name).read_bytes() + b"\n")
+    head = (web / "fuse4d_player.js").read_text()[:400]
+    assert f"fuse4d-sources-sha256: {digest.hexdigest()}" in head, \
+        "web/fuse4d_player.js is stale: run `npm ci && node build.mjs` in web/"

@@ -49,7 +49,10 @@ export async function createPlayer(container, info, options = {}) {
 
   const scene = new THREE.Scene();
   const camera = new THREE.PerspectiveCamera(50, width / height, 0.01, 1000);
-  scene.add(new SparkRenderer({ renderer }));
+  // Spark generates and sorts splats asynchronously and says when it needs a redraw (dirty).
+  const spark = new SparkRenderer({ renderer });
+  scene.add(spark);
+  const sparkBusy = () => spark.dirty || spark.sorting || spark.sortDirty || spark.updateTimeoutId !== -1;
   const manifest = await (await fetch(viewUrl(apiBase, info, info.manifest || "manifest.json"))).json();
   const files = manifest.frames.map((f) => f.file);
   const root = new THREE.Group();
@@ -80,6 +83,10 @@ export async function createPlayer(container, info, options = {}) {
   let t = 0;
   let playing = false;
   let last = 0;
+  // Draw while playing, while Spark is busy, and for a moment after each change; an idle player
+  // costs nothing.
+  let drawUntil = 0;
+  const touch = () => { drawUntil = performance.now() + 500; };
   const fps = manifest.fps || info.fps || 8;
   const show = (index) => {
     t = Math.max(0, Math.min(files.length - 1, index | 0));
@@ -89,20 +96,23 @@ export async function createPlayer(container, info, options = {}) {
     slider.value = String(t);
     label.textContent = `t ${t + 1}/${files.length}`;
     renderer.render(scene, camera);
+    touch();
   };
   slider.addEventListener("input", () => show(Number(slider.value)));
-  play.addEventListener("click", () => {
-    playing = !playing;
+  const setPlaying = (on) => {
+    playing = Boolean(on);
     play.textContent = playing ? "⏸" : "▶";
-  });
-  controls.addEventListener("change", () => renderer.render(scene, camera));
+    touch();
+  };
+  play.addEventListener("click", () => setPlaying(!playing));
+  controls.addEventListener("change", () => { renderer.render(scene, camera); touch(); });
   let alive = true;
   const loop = (now) => {
     if (!alive) return;
     if (playing && now - last > 1000 / fps) {
       last = now;
       show((t + 1) % files.length);
-    } else {
+    } else if (playing || now < drawUntil || sparkBusy()) {
       renderer.render(scene, camera);
     }
     requestAnimationFrame(loop);
@@ -110,8 +120,12 @@ export async function createPlayer(container, info, options = {}) {
   show(0);
   requestAnimationFrame(loop);
   return {
-    canvas: renderer.domElement, slider, frames: files.length,
+    canvas: renderer.domElement, slider, playButton: play, frames: files.length,
+    get time() { return t; },
+    get playing() { return playing; },
+    get drawCount() { return renderer.info.render.frame; },
     setTime: show,
+    setPlaying,
     render: () => renderer.render(scene, camera),
     dispose: () => { alive = false; meshes.forEach((m) => m.dispose()); renderer.dispose(); container.replaceChildren(); },
   };
