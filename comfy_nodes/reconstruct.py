@@ -21,8 +21,10 @@ VGGT_NONCOMMERCIAL = (
     "For commercial use take facebook/VGGT-1B-Commercial (its own licence) or Fuse4D checkpoints "
     "trained by you."
 )
-VGGT_COMMERCIAL = "VGGT-1B-Commercial weights: check the licence that came with them before use."
-OWN_WEIGHTS = "Fuse4D checkpoint: licensed by whoever trained it; Fuse4D code is GPL-3.0-or-later."
+VGGT_COMMERCIAL = ("VGGT-1B-Commercial weights (facebook/VGGT-1B-Commercial): commercial use under the "
+                   "licence that came with them; check its terms before use.")
+OWN_WEIGHTS = ("Fuse4D checkpoint: licensed by whoever trained it (Fuse4D's code is GPL-3.0-or-later). "
+               "If it was fine-tuned from VGGT-1B, VGGT-1B's CC BY-NC 4.0 terms carry over.")
 
 
 def register_folders() -> None:
@@ -43,11 +45,20 @@ def reconstructor_files() -> list[str]:
     return [f"{folder}/{name}" for folder in FOLDERS for name in folder_paths.get_filename_list(folder)]
 
 
-def licence_for(name: str) -> str:
-    low = name.lower()
-    if "vggt" in low:
-        return VGGT_COMMERCIAL if "commercial" in low else VGGT_NONCOMMERCIAL
-    return OWN_WEIGHTS
+def licence_for(path: str, name: str) -> str:
+    """What the file is, read from its safetensors header (core.recon.checkpoint), and its licence."""
+    from ..core.recon.checkpoint import VGGT_1B_SHAPES, inspect
+
+    info = inspect(path)
+    stated = info.metadata.get("licence") or info.metadata.get("license")
+    if info.metadata.get("config"):
+        return OWN_WEIGHTS + (f" The file states: {stated}" if stated else "")
+    if stated:
+        return f"The file states its licence: {stated}"
+    if all(info.shapes.get(k) == v for k, v in VGGT_1B_SHAPES.items()):
+        # VGGT-1B and VGGT-1B-Commercial have the same keys: only the name tells them apart.
+        return VGGT_COMMERCIAL if "commercial" in name.lower() else VGGT_NONCOMMERCIAL
+    return "Unknown weights (neither a Fuse4D checkpoint nor VGGT-1B): " + VGGT_NONCOMMERCIAL
 
 
 def _recon_api():
@@ -96,8 +107,9 @@ class LoadReconstructor(io.ComfyNode):
         path = folder_paths.get_full_path(folder, name)
         if path is None:
             raise ValueError(f"reconstructor weights not found: models/{weights}")
-        model = _recon_api().load_reconstructor(path)
-        licence = licence_for(weights)
+        recon = _recon_api()
+        licence = licence_for(path, weights)
+        model = recon.load_reconstructor(path, device="cpu")
         return io.NodeOutput(ReconstructorHandle(model, weights), licence, ui={"text": [licence]})
 
 

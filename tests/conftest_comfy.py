@@ -6,7 +6,6 @@ Import the fixtures you need in a test module: ``from conftest_comfy import comf
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,33 +16,24 @@ from comfy_runtime import CACHE, REPO, ComfyServer, ensure_comfyui, free_port, l
 WORKFLOWS = REPO / "example_workflows"
 TINY_DIR = CACHE / "comfy_tiny_models"
 TEST_NODES = Path(__file__).resolve().parent / "comfy_test_nodes"
-RECON_NODES = {"Fuse4DLoadReconstructor", "Fuse4DReconstruct4DGaussians"}
-
-
-RECON_API = ("load_reconstructor", "reconstruct_grid", "write_tiny_reconstructor")
-
-
-def recon_available() -> bool:
-    """The nodes' contract with fuse4d.core.recon (see docs/comfyui.md); absent until that lands."""
-    if importlib.util.find_spec("fuse4d.core.recon") is None:
-        return False
-    import fuse4d.core.recon as recon
-
-    return all(hasattr(recon, name) for name in RECON_API)
+RECON_WEIGHTS = "fuse4d_tiny_recon.safetensors"
 
 
 def _tiny_models() -> dict:
+    """Tiny random Wan DiT / VAE in ComfyUI's layout (written where ComfyUI is importable) and a tiny
+    random Fuse4D reconstructor (core.recon), cached in .cache/comfy_tiny_models."""
+    from fuse4d.core.recon import write_tiny_reconstructor
+
     names = run_with_comfy_path(
         "import json\nfrom comfy_tiny_models import write_tiny_models\n"
         f"print(json.dumps(write_tiny_models({str(TINY_DIR)!r})))\n")
-    if recon_available():
-        from fuse4d.core.recon import write_tiny_reconstructor
-
-        path = TINY_DIR / "fuse4d" / "fuse4d_tiny_recon.safetensors"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_tiny_reconstructor(path)
-        names["fuse4d"] = path.name
+    path = TINY_DIR / "fuse4d" / RECON_WEIGHTS
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.stem + ".partial.safetensors")
+        write_tiny_reconstructor(partial, seed=0)
+        partial.rename(path)
+    names["fuse4d"] = path.name
     return names
 
 
@@ -85,11 +75,12 @@ def downstream(workflow: dict, roots: set[str]) -> set[str]:
     return found
 
 
-def swap_tiny(workflow: dict, server, steps: int = 2, size=(64, 48), frames: int = 5) -> tuple[dict, bool]:
-    """The example workflow with tiny models and sizes; returns (prompt, reconstruction_pruned).
+def swap_tiny(workflow: dict, server, steps: int = 2, size=(64, 48), frames: int = 5) -> dict:
+    """The example workflow with tiny models and sizes (nothing is left out).
 
     The 11 GB umT5 text encoder becomes a test node making random 4096-wide embeddings; Wan DiT / VAE
-    files become tiny random ones in ComfyUI's layout (Wan 2.1 layout also for the Wan 2.2 graph).
+    files become tiny random ones in ComfyUI's layout (Wan 2.1 layout also for the Wan 2.2 graph);
+    the reconstructor becomes a tiny random Fuse4D checkpoint.
     """
     wf = copy.deepcopy(workflow)
     for nid, node in list(wf.items()):
@@ -108,12 +99,6 @@ def swap_tiny(workflow: dict, server, steps: int = 2, size=(64, 48), frames: int
                 inputs["frames"] = frames
         elif cls == "KSampler":
             inputs["steps"] = steps
-        elif cls == "Fuse4DLoadReconstructor" and "fuse4d" in server.tiny:
+        elif cls == "Fuse4DLoadReconstructor":
             inputs["weights"] = f"fuse4d/{server.tiny['fuse4d']}"
-    pruned = False
-    if "fuse4d" not in server.tiny:
-        roots = {nid for nid, n in wf.items() if n["class_type"] in RECON_NODES}
-        for nid in downstream(wf, roots):
-            del wf[nid]
-        pruned = bool(roots)
-    return wf, pruned
+    return wf

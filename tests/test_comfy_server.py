@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,13 +32,19 @@ def frames_of(path) -> list[np.ndarray]:
         return [np.asarray(f.convert("RGB"), dtype=np.float32) for f in ImageSequence.Iterator(im)]
 
 
-def assert_splats_saved(server, entry: dict, timesteps: int) -> None:
+def assert_splats_saved(server, entry: dict, timesteps: int, views: int) -> Path:
+    """Save 4D Splats wrote a readable sequence: manifest, one non-empty PLY per timestep, V cameras."""
+    from fuse4d.core.io import read_sequence
+
     splats = [o["fuse4d_splats"][0] for o in entry["outputs"].values() if "fuse4d_splats" in o]
     assert splats, "Save 4D Splats reported nothing to the UI"
     folder = server.output_dir / splats[0]["subfolder"]
-    assert (folder / "manifest.json").exists()
     assert len(splats[0]["files"]) == timesteps
-    assert all((folder / f).stat().st_size > 0 for f in splats[0]["files"])
+    seq = read_sequence(folder)
+    assert len(seq.frames) == timesteps and seq.views == views and len(seq.cameras) == views
+    for frame in seq.frames:
+        assert len(frame) > 0 and np.isfinite(frame.means).all() and np.isfinite(frame.sh).all()
+    return folder
 
 
 def test_object_info_lists_every_node(comfy_server):
@@ -45,11 +52,16 @@ def test_object_info_lists_every_node(comfy_server):
     assert EXPECTED_NODES <= set(info), EXPECTED_NODES - set(info)
     assert info["Fuse4DSave4DSplats"]["output_node"] is True
     assert "GAUSSIANS_4D" in info["Fuse4DReconstruct4DGaussians"]["output"]
-    assert "CC BY-NC" in info["Fuse4DLoadReconstructor"]["description"]
+    recon = info["Fuse4DLoadReconstructor"]
+    assert "CC BY-NC 4.0" in recon["description"] and "VGGT-1B-Commercial" in recon["description"]
+    # registered with folder_paths: the combo lists files of models/fuse4d (and models/vggt)
+    kind, spec = recon["input"]["required"]["weights"][:2]
+    options = spec["options"] if kind == "COMBO" else kind
+    assert f"fuse4d/{comfy_server.tiny['fuse4d']}" in options
 
 
 def test_text_to_4d_workflow(comfy_server):
-    prompt, pruned = swap_tiny(load_workflow("text_to_4d_wan21_t2v_1.3b.json"), comfy_server)
+    prompt = swap_tiny(load_workflow("text_to_4d_wan21_t2v_1.3b.json"), comfy_server)
     entry = comfy_server.run(prompt)
     files = saved_files(comfy_server, entry)
     webps = [f for f in files if f.suffix == ".webp"]
@@ -62,9 +74,9 @@ def test_text_to_4d_workflow(comfy_server):
     assert max(np.abs(a - b).mean() for a, b in zip(video, video[1:])) > 0.5, "decoded frames do not change"
     views = [np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) for p in pngs]
     assert np.abs(views[0] - views[1]).mean() > 0.5
-    if pruned:
-        pytest.skip("generation ran; the reconstruction branch needs fuse4d.core.recon (load_reconstructor, reconstruct_grid, write_tiny_reconstructor), not in this tree yet")
-    assert_splats_saved(comfy_server, entry, timesteps=5)
+    assert_splats_saved(comfy_server, entry, timesteps=5, views=4)
+    licence = [o["text"] for o in entry["outputs"].values() if "text" in o]
+    assert licence and "Fuse4D checkpoint" in licence[0][0]
 
 
 def test_animate_scene_workflow(comfy_server):
@@ -72,19 +84,18 @@ def test_animate_scene_workflow(comfy_server):
     from fuse4d.core.scene import sample_scene
 
     write_ply(comfy_server.input_dir / "scene.ply", sample_scene(0).to_arrays())
-    prompt, pruned = swap_tiny(load_workflow("animate_scene_wan22_ti2v_5b.json"), comfy_server)
+    prompt = swap_tiny(load_workflow("animate_scene_wan22_ti2v_5b.json"), comfy_server)
     entry = comfy_server.run(prompt)
     webps = [f for f in saved_files(comfy_server, entry) if f.suffix == ".webp"]
-    assert webps and all(f.exists() for f in webps)
-    assert all(f.std() > 1.0 for f in frames_of(webps[0]))
-    if pruned:
-        pytest.skip("generation ran; the reconstruction branch needs fuse4d.core.recon (load_reconstructor, reconstruct_grid, write_tiny_reconstructor), not in this tree yet")
-    assert_splats_saved(comfy_server, entry, timesteps=5)
+    assert len(webps) == 2 and all(f.exists() for f in webps)  # the fixed-view video and the orbit
+    for webp in webps:
+        assert all(f.std() > 1.0 for f in frames_of(webp)), f"{webp.name} has a constant frame"
+    orbit = frames_of(next(f for f in webps if "orbit" in f.name))
+    assert len(orbit) == 5 and np.abs(orbit[0] - orbit[-1]).mean() > 0.5, "the orbit does not move"
+    assert_splats_saved(comfy_server, entry, timesteps=5, views=4)
 
 
 def test_reconstruct_only_workflow(comfy_server):
-    if "fuse4d" not in comfy_server.tiny:
-        pytest.skip("needs fuse4d.core.recon (load_reconstructor, reconstruct_grid, write_tiny_reconstructor), not in this tree yet")
     from fuse4d.core.cameras import orbit_cameras
     from fuse4d.core.render import render
     from fuse4d.core.scene import sample_scene
@@ -95,13 +106,17 @@ def test_reconstruct_only_workflow(comfy_server):
     frames = [Image.fromarray((np.roll(rgb[v], t * 2, axis=1) * 255).astype(np.uint8)) for v in range(4)
               for t in range(4)]
     frames[0].save(comfy_server.input_dir / "grid_4x4.webp", save_all=True, append_images=frames[1:], lossless=True)
-    entry = comfy_server.run(load_workflow("reconstruct_only.json"))
-    assert_splats_saved(comfy_server, entry, timesteps=4)
-    assert saved_files(comfy_server, entry)
+    entry = comfy_server.run(swap_tiny(load_workflow("reconstruct_only.json"), comfy_server))
+    folder = assert_splats_saved(comfy_server, entry, timesteps=4, views=4)
+    # the sequence is what ComfyUI's /view serves to the 4D player
+    assert (folder / "manifest.json").exists()
+    rendered = [f for f in saved_files(comfy_server, entry) if f.suffix == ".png"]
+    assert len(rendered) == 4  # frozen time t=0 re-rendered from the 4 reconstructed cameras
+    assert all(np.asarray(Image.open(f).convert("RGB"), dtype=np.float32).std() > 1.0 for f in rendered)
 
 
 def test_interrupt_stops_sampling_and_next_prompt_runs(comfy_server):
-    prompt, _ = swap_tiny(load_workflow("text_to_4d_wan21_t2v_1.3b.json"), comfy_server, steps=400)
+    prompt = swap_tiny(load_workflow("text_to_4d_wan21_t2v_1.3b.json"), comfy_server, steps=400)
     for nid in [n for n, v in prompt.items() if v["class_type"] in ("Fuse4DLoadReconstructor",
                                                                       "Fuse4DReconstruct4DGaussians",
                                                                       "Fuse4DSave4DSplats")]:
@@ -120,7 +135,7 @@ def test_interrupt_stops_sampling_and_next_prompt_runs(comfy_server):
     assert "execution_interrupted" in messages, messages
     assert not any(o.get("images") for o in entry["outputs"].values())
     # The server serves the next prompt.
-    small, _ = swap_tiny(load_workflow("text_to_4d_wan21_t2v_1.3b.json"), comfy_server, steps=1)
+    small = swap_tiny(load_workflow("text_to_4d_wan21_t2v_1.3b.json"), comfy_server, steps=1)
     small = {k: v for k, v in small.items() if v["class_type"] not in (
         "Fuse4DLoadReconstructor", "Fuse4DReconstruct4DGaussians", "Fuse4DSave4DSplats")}
     for node in small.values():
