@@ -146,7 +146,7 @@ def reconstruct(models: Models, grid: torch.Tensor, cameras: Cameras | None,
     device = next(models.recon.parameters()).device
     with torch.no_grad():
         frames, predicted = reconstruct_grid(models.recon, grid.permute(0, 1, 4, 2, 3).to(device), progress=progress)
-    frames = [g.detach().cpu() for g in frames]
+    frames = [g.detach().to("cpu") for g in frames]
     predicted = predicted.to("cpu")
     if cameras is None:
         return frames, predicted, np.eye(4)

@@ -259,3 +259,18 @@ def test_sequence_accepts_numpy_cameras(tmp_path):
     back = read_sequence(tmp_path / "seq")
     assert back.cameras[0]["viewmat"] == np.eye(4).tolist() and back.cameras[0]["width"] == 8
     assert back.extra == seq.extra
+
+
+def test_atomic_outputs_get_the_usual_permissions(tmp_path):
+    import os
+
+    from fuse4d.core.io import atomic_folder, atomic_output
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    with atomic_output(tmp_path / "a.txt") as tmp:
+        tmp.write_text("a")
+    with atomic_folder(tmp_path / "d") as tmp:
+        (tmp / "b").write_text("b")
+    assert os.stat(tmp_path / "a.txt").st_mode & 0o777 == 0o666 & ~mask
+    assert os.stat(tmp_path / "d").st_mode & 0o777 == 0o777 & ~mask
