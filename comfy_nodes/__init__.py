@@ -11,11 +11,11 @@ async def comfy_entrypoint():
     from .grid import Decode4DGrid, GridSlice4D
     from .latents import Empty4DLatent, ReferenceFrames4D
     from .reconstruct import LoadReconstructor, Reconstruct4DGaussians, register_folders
-    from .splats import Load4DSplats, LoadSplat, Render4D, RenderFrozenTimeViews, Save4DSplats
+    from .splats import Load4DSplats, LoadSplat, Render4D, RenderFrozenTimeViews, Save4DSplats, SplatFrame4D
 
     nodes = [FusedViewTimeAttention, Empty4DLatent, ReferenceFrames4D, Decode4DGrid, GridSlice4D,
              LoadReconstructor, Reconstruct4DGaussians, Save4DSplats, Render4D, LoadSplat,
-             RenderFrozenTimeViews, Load4DSplats]
+             RenderFrozenTimeViews, Load4DSplats, SplatFrame4D]
 
     class Fuse4DExtension(ComfyExtension):
         async def on_load(self) -> None:

@@ -114,32 +114,34 @@ class ReferenceFrames4D(io.ComfyNode):
         t_lat = length // grid.views
         width, height = lw * factor, lh * factor
         mask = latent.get("noise_mask")
-        mask = torch.ones([b, 1, length, lh, lw]) if mask is None else mask.clone()
-        if mask.shape != (b, 1, length, lh, lw):
-            mask = torch.ones([b, 1, length, lh, lw])
-        known = torch.zeros_like(samples)
+        if mask is not None and tuple(mask.shape) == (b, 1, length, lh, lw):
+            # Already conditioned (e.g. a frozen-time row, now a fixed-view video): keep what is known.
+            mask = mask.clone()
+        else:
+            mask = torch.ones([b, 1, length, lh, lw], device=samples.device)
+            # Same convention as ComfyUI's Wan22ImageToVideoLatent: the unknown part of a fresh latent
+            # is stored so that the sampler's process_in maps it to 0; known parts are raw VAE latents.
+            samples = latent_format(vae).process_out(samples)
         jobs = []
         if frozen_time is not None:
             if frozen_time.shape[0] != grid.views:
                 raise ValueError(f"frozen_time holds {frozen_time.shape[0]} images; the grid has "
-                                 f"{grid.views} views")
+                                 f"{grid.views} views (one image per view, at t = 0)")
             jobs += [(v * t_lat, frozen_time[v:v + 1]) for v in range(grid.views)]
         if fixed_view is not None:
             count = min(fixed_view.shape[0], grid.frames)
             count = (count - 1) // 4 * 4 + 1  # whole latent frames only
             jobs.append((0, fixed_view[:count]))
+        if not jobs:
+            raise ValueError("connect frozen_time (V images) and/or fixed_view (a video of view 0)")
         steps = Steps(len(jobs))
         for start, images in jobs:
             steps.check()
             encoded = vae.encode(resize_images(images[..., :3], width, height)).to(samples)
-            n = encoded.shape[2]
-            known[:, :, start:start + n] = encoded
+            n = min(encoded.shape[2], t_lat)
+            samples[:, :, start:start + n] = encoded[:, :, :n]
             mask[:, :, start:start + n] = 0.0
             steps.done()
-        fmt = latent_format(vae)
-        # Same convention as ComfyUI's Wan22ImageToVideoLatent: unknown parts are stored so that the
-        # sampler's process_in maps them to 0; known parts are raw VAE latents.
-        samples = fmt.process_out(samples) * mask + known * (1.0 - mask)
         out = dict(latent)
         out["samples"] = samples
         out["noise_mask"] = mask

@@ -13,14 +13,14 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..core.cameras import Cameras, cameras_to_dicts, orbit_cameras
-from ..core.gaussians import Gaussians
+from ..core.gaussians import Gaussians, inverse_sigmoid
 from ..core.io import Sequence4D, write_sequence, write_spz
 from ..core.io.atomic import atomic_folder
 from ..core.io.sequence import manifest_dict, manifest_text
 from ..core.files import read_any
 from ..core.render import render
 from .runtime import Steps
-from .types import HAS_CORE_SPLAT, Animated4D, Cameras4D, Gaussians4D, SplatType
+from .types import CORE_SPLAT, HAS_CORE_SPLAT, Animated4D, Cameras4D, Gaussians4D, SplatType
 
 SPLAT_EXTENSIONS = (".ply", ".splat", ".spz")
 RENDER_MODES = ("fixed view", "frozen time", "orbit")
@@ -29,22 +29,42 @@ SAVE_FORMATS = ("ply sequence", "spz")
 
 # --- conversions ------------------------------------------------------------------------------
 
-def to_core_gaussians(splat) -> Gaussians:
-    """Accept our Gaussians or (feature-detected) a core ComfyUI Splat payload."""
+def _is_core_splat(splat) -> bool:
+    return all(hasattr(splat, name) for name in ("positions", "scales", "rotations", "opacities", "sh"))
+
+
+def to_core_gaussians(splat, index: int = 0) -> Gaussians:
+    """Our Gaussians, or item `index` of core ComfyUI's Splat batch (activated values, B x N, padded
+    to a common N with the real lengths in `counts`)."""
     if isinstance(splat, Gaussians):
         return splat
-    for name in ("to_arrays", "arrays"):
-        if hasattr(splat, name):
-            from ..core.io import SplatArrays
+    if _is_core_splat(splat):
+        batch = splat.positions.shape[0]
+        if not 0 <= index < batch:
+            raise ValueError(f"splat batch item {index} is outside 0..{batch - 1}")
+        counts = getattr(splat, "counts", None)
+        n = int(counts[index]) if counts is not None else splat.positions.shape[1]
 
-            value = getattr(splat, name)
-            value = value() if callable(value) else value
-            if isinstance(value, SplatArrays):
-                return Gaussians.from_arrays(value)
-    if hasattr(splat, "means") and hasattr(splat, "quats"):
-        return Gaussians(means=splat.means, quats=splat.quats, log_scales=splat.log_scales,
-                         opacity_logits=splat.opacity_logits, sh=splat.sh)
-    raise ValueError(f"cannot read Gaussians from a {type(splat).__name__}")
+        def item(t: torch.Tensor) -> torch.Tensor:
+            return t[index, :n].detach().float().cpu()
+
+        # Same conventions as ours: quaternions wxyz, SH in the 3DGS (INRIA) convention, DC first.
+        return Gaussians(means=item(splat.positions), quats=item(splat.rotations),
+                         log_scales=item(splat.scales).clamp_min(1e-12).log(),
+                         opacity_logits=inverse_sigmoid(item(splat.opacities).reshape(n)),
+                         sh=item(splat.sh).reshape(n, -1, 3))
+    raise ValueError(f"expected a Gaussian splat (Load Splat, or core ComfyUI's SPLAT); got {type(splat).__name__}")
+
+
+def to_splat_output(g: Gaussians):
+    """What travels on the Splat socket: core ComfyUI's SPLAT (a batch of one) where it exists, ours
+    otherwise."""
+    if not HAS_CORE_SPLAT:
+        return g
+    g = g.detach().to(device="cpu", dtype=torch.float32)
+    return CORE_SPLAT(positions=g.means[None], scales=g.scales[None],
+                      rotations=g.rotations_normalized[None], opacities=g.opacities[:, None][None],
+                      sh=g.sh[None], counts=None)
 
 
 def scene_frame(g: Gaussians) -> tuple[torch.Tensor, float]:
@@ -63,6 +83,23 @@ def resize_cameras(cams: Cameras, width: int, height: int) -> Cameras:
     Ks[:, 0] *= width / cams.width
     Ks[:, 1] *= height / cams.height
     return Cameras(cams.viewmats.clone(), Ks, width, height)
+
+
+def orbit_from(cam: Cameras, centre: torch.Tensor, n: int) -> Cameras:
+    """n cameras: `cam` turned around `centre` about its own up axis in n equal steps (a full turn)."""
+    w2c = cam.viewmats[0].float()
+    up = -w2c[1, :3]  # OpenCV: the camera's y axis points down; its rows are the world axes
+    up = up / up.norm().clamp_min(1e-12)
+    k = torch.tensor([[0.0, -up[2], up[1]], [up[2], 0.0, -up[0]], [-up[1], up[0], 0.0]])
+    mats = []
+    for i in range(n):
+        angle = 2 * torch.pi * i / n
+        R = torch.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * (k @ k)  # Rodrigues
+        inv = torch.eye(4)  # the inverse of "rotate by R about centre"
+        inv[:3, :3] = R.T
+        inv[:3, 3] = centre.float() - R.T @ centre.float()
+        mats.append(w2c @ inv)
+    return Cameras(torch.stack(mats), cam.Ks[:1].expand(n, 3, 3).clone(), cam.width, cam.height)
 
 
 def render_images(g: Gaussians, cams: Cameras, steps: Steps | None = None) -> torch.Tensor:
@@ -117,7 +154,28 @@ class LoadSplat(io.ComfyNode):
         data = read_any(path)
         if isinstance(data, Sequence4D):
             raise ValueError(f"{splat} is a 4D sequence; Load Splat reads one static splat")
-        return io.NodeOutput(Gaussians.from_arrays(data))
+        return io.NodeOutput(to_splat_output(Gaussians.from_arrays(data)))
+
+
+class SplatFrame4D(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Fuse4DSplatFrame",
+            display_name="4D Splat Frame",
+            category="Fuse4D/splat",
+            description="One timestep of animated Gaussians as a static splat: for Render Frozen-Time "
+                        "Views, or (in ComfyUI releases with a core Splat type) its own splat nodes.",
+            inputs=[Gaussians4D.Input("gaussians"),
+                    io.Int.Input("timestep", default=0, min=0, max=4096)],
+            outputs=[SplatType.Output(display_name="splat")],
+        )
+
+    @classmethod
+    def execute(cls, gaussians: Animated4D, timestep) -> io.NodeOutput:
+        if not 0 <= timestep < len(gaussians):
+            raise ValueError(f"timestep {timestep} is outside 0..{len(gaussians) - 1}")
+        return io.NodeOutput(to_splat_output(gaussians.frames[timestep]))
 
 
 class RenderFrozenTimeViews(io.ComfyNode):
@@ -164,7 +222,8 @@ class Render4D(io.ComfyNode):
             inputs=[
                 Gaussians4D.Input("gaussians"),
                 io.Combo.Input("mode", options=list(RENDER_MODES), default="fixed view"),
-                io.Int.Input("index", default=0, min=0, max=4096, tooltip="view (fixed view) or timestep"),
+                io.Int.Input("index", default=0, min=0, max=4096,
+                             tooltip="fixed view / orbit: the view (orbit starts there); frozen time: the timestep"),
                 io.Int.Input("width", default=0, min=0, max=4096, step=16, tooltip="0: the cameras' size"),
                 io.Int.Input("height", default=0, min=0, max=4096, step=16),
                 Cameras4D.Input("cameras", optional=True, tooltip="other cameras than the reconstructed"),
@@ -178,8 +237,14 @@ class Render4D(io.ComfyNode):
         frames = gaussians.frames
         if mode == "orbit":
             centre, extent = scene_frame(frames[0])
-            w, h = width or (cams.width if cams is not None else 256), height or (cams.height if cams is not None else 256)
-            cams = orbit_cameras(len(frames), 2.2 * extent, 15.0, 360.0, target=centre.tolist(), width=w, height=h)
+            if cams is not None:  # a full turn around the scene, starting at camera `index`
+                if not 0 <= index < len(cams):
+                    raise ValueError(f"view {index} is outside 0..{len(cams) - 1}")
+                cams = orbit_from(cams[index:index + 1], centre, len(frames))
+                cams = resize_cameras(cams, width or cams.width, height or cams.height)
+            else:
+                cams = orbit_cameras(len(frames), 2.2 * extent, 15.0, 360.0, target=centre.tolist(),
+                                     width=width or 256, height=height or 256)
             steps = Steps(len(frames))
             out = []
             for t, g in enumerate(frames):
@@ -267,11 +332,6 @@ class Save4DSplats(io.ComfyNode):
         return io.NodeOutput(ui=ui)
 
 
-def core_splat_nodes_available() -> bool:
-    """Feature detection for ComfyUI's own splat nodes (present in newer releases only)."""
-    return HAS_CORE_SPLAT
-
-
 def _input_sequences() -> list[str]:
     root = Path(folder_paths.get_input_directory())
     if not root.exists():
@@ -286,8 +346,8 @@ class Load4DSplats(io.ComfyNode):
             node_id="Fuse4DLoad4DSplats",
             display_name="Load 4D Splats",
             category="Fuse4D/splat",
-            description="A 4D splat sequence (folder with manifest.json + one PLY per timestep) from the "
-                        "input folder, to re-render or re-save it.",
+            description="A 4D splat sequence (folder with manifest.json + one PLY or .spz per timestep) "
+                        "from the input folder, to re-render or re-save it.",
             inputs=[io.Combo.Input("sequence", options=_input_sequences())],
             outputs=[Gaussians4D.Output(display_name="gaussians")],
         )
@@ -295,19 +355,24 @@ class Load4DSplats(io.ComfyNode):
     @classmethod
     def execute(cls, sequence) -> io.NodeOutput:
         from ..core.cameras import cameras_from_dicts
-        from ..core.io import read_sequence
+        from ..core.io import read_manifest
 
         root = Path(folder_paths.get_input_directory()).resolve()
         folder = (root / sequence).resolve()
         if root not in folder.parents or not (folder / "manifest.json").exists():
             raise ValueError(f"no 4D splat sequence (manifest.json) at input/{sequence}")
-        seq = read_sequence(folder)
-        steps = Steps(len(seq.frames))
+        manifest = read_manifest(folder)  # validated: format, frames, fps, cameras
+        names = [str(entry.get("file", "")) if isinstance(entry, dict) else "" for entry in manifest["frames"]]
+        for name in names:
+            if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+                raise ValueError(f"input/{sequence}: frame file {name!r} must be a name inside the folder")
+        steps = Steps(len(names))
         frames = []
-        for arrays in seq.frames:
+        for name in names:  # .ply (the 4D format) or .spz (Save 4D Splats, format spz)
             steps.check()
-            frames.append(Gaussians.from_arrays(arrays))
+            frames.append(Gaussians.from_arrays(read_any(folder / name)))
             steps.done()
-        cams = cameras_from_dicts(seq.cameras) if seq.cameras else None
-        return io.NodeOutput(Animated4D(frames=frames, cameras=cams, fps=seq.fps, corresponding=seq.corresponding,
-                                        extra=dict(seq.extra)))
+        cams = cameras_from_dicts(manifest["cameras"]) if manifest.get("cameras") else None
+        return io.NodeOutput(Animated4D(frames=frames, cameras=cams, fps=float(manifest.get("fps", 8.0)),
+                                        corresponding=bool(manifest.get("corresponding")),
+                                        extra=dict(manifest.get("extra") or {})))

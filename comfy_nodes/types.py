@@ -11,9 +11,30 @@ Gaussians4D = io.Custom("GAUSSIANS_4D")
 Grid4D = io.Custom("FUSE4D_GRID")
 Cameras4D = io.Custom("FUSE4D_CAMERAS")
 Reconstructor = io.Custom("FUSE4D_RECONSTRUCTOR")
-# Newer ComfyUI (mid-2026 on) has a core Splat type; older ones get ours.
-SplatType = getattr(io, "Splat", None) or io.Custom("FUSE4D_SPLAT")
-HAS_CORE_SPLAT = hasattr(io, "Splat")
+
+
+def core_splat_class():
+    """The payload class of core ComfyUI's Splat socket (newer releases: `Types.SPLAT`, a batch of
+    activated Gaussians with positions / scales / rotations (wxyz) / opacities / sh), or None."""
+    try:
+        import comfy_api.latest as latest
+    except ImportError:  # pragma: no cover - always importable inside ComfyUI
+        return None
+    found = getattr(getattr(latest, "Types", None), "SPLAT", None)
+    if found is None:
+        try:
+            from comfy_api.latest._util import SPLAT as found  # where the class is defined
+        except ImportError:
+            found = None
+    return found
+
+
+# Feature detection: a ComfyUI with a core Splat socket *and* its payload class gets its own type,
+# so our static-splat nodes connect to its splat nodes (RenderSplat, SplatToFile3D, ...); older ones
+# (v0.3.75 included) get ours.
+CORE_SPLAT = core_splat_class() if hasattr(io, "Splat") else None
+HAS_CORE_SPLAT = CORE_SPLAT is not None
+SplatType = io.Splat if HAS_CORE_SPLAT else io.Custom("FUSE4D_SPLAT")
 
 
 @dataclass

@@ -24,15 +24,19 @@ BACKENDS = ("auto", "merge", "reference", "flex")
 
 def wan_diffusion_model(model):
     """The native Wan backbone inside a MODEL, or a clear error."""
-    inner = getattr(getattr(model, "model", None), "diffusion_model", None)
+    holder = getattr(model, "model", None)
+    inner = getattr(holder, "diffusion_model", None)
     try:
         from comfy.ldm.wan.model import WanModel
     except ImportError:  # pragma: no cover - every supported ComfyUI has Wan
         WanModel = None
     if inner is None or WanModel is None or not isinstance(inner, WanModel):
-        name = type(inner).__name__ if inner is not None else type(model).__name__
+        got = next(x for x in (inner, holder, model) if x is not None)
         raise ValueError(f"Fuse4D Fused View-Time Attention needs a native Wan 2.1 / 2.2 MODEL "
-                         f"(comfy.ldm.wan.model.WanModel); got {name}")
+                         f"(comfy.ldm.wan.model.WanModel, loaded by UNETLoader / Load Diffusion Model); "
+                         f"got {type(got).__name__}")
+    if not hasattr(model, "clone") or not hasattr(model, "model_options"):
+        raise ValueError("Fuse4D Fused View-Time Attention needs a MODEL (a ComfyUI ModelPatcher)")
     return inner
 
 

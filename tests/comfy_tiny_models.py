@@ -2,6 +2,7 @@
 """Tiny random models in ComfyUI's own layouts, for tests (run where ComfyUI is importable).
 
 - a Wan 2.1-layout T2V DiT (dim 256 = 2 heads x 128, 2 blocks) -> models/diffusion_models/
+  (and, for in-process tests, the same in the Wan 2.2 TI2V 5B layout: 48 latent channels)
 - a Wan 2.1-layout VAE (base width 8)                          -> models/vae/
 Written with our seeded init (ComfyUI's modules skip weight init), as safetensors.
 """
@@ -32,13 +33,16 @@ def _init_(module: torch.nn.Module, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(max(fan_in, 1)))
 
 
-def tiny_wan_dit(layers: int = 2, dim: int = 256, seed: int = 0) -> dict[str, torch.Tensor]:
+def tiny_wan_dit(layers: int = 2, dim: int = 256, seed: int = 0, channels: int = 16) -> dict[str, torch.Tensor]:
+    """channels 16: Wan 2.1 T2V layout; 48: Wan 2.2 TI2V 5B layout (ComfyUI loads it as WAN22, whose
+    per-frame timesteps come from the noise mask)."""
     import comfy.ops
     from comfy.ldm.wan.model import WanModel
 
-    model = WanModel(model_type="t2v", patch_size=(1, 2, 2), text_len=512, in_dim=16, dim=dim, ffn_dim=2 * dim,
-                     freq_dim=256, text_dim=TEXT_DIM, out_dim=16, num_heads=dim // 128, num_layers=layers,
-                     operations=comfy.ops.disable_weight_init, device="cpu", dtype=torch.float32)
+    model = WanModel(model_type="t2v", patch_size=(1, 2, 2), text_len=512, in_dim=channels, dim=dim,
+                     ffn_dim=2 * dim, freq_dim=256, text_dim=TEXT_DIM, out_dim=channels, num_heads=dim // 128,
+                     num_layers=layers, operations=comfy.ops.disable_weight_init, device="cpu",
+                     dtype=torch.float32)
     _init_(model, seed)
     with torch.no_grad():  # modulation tables stay small, as in trained models
         for name, p in model.named_parameters():

@@ -97,6 +97,8 @@ def swap_tiny(workflow: dict, server, steps: int = 2, size=(64, 48), frames: int
             inputs["width"], inputs["height"] = size
             if "frames" in inputs:
                 inputs["frames"] = frames
+        elif cls == "Fuse4DRender4D":
+            inputs["width"], inputs["height"] = 32, 24  # the CPU rasterizer: keep renders small
         elif cls == "KSampler":
             inputs["steps"] = steps
         elif cls == "Fuse4DLoadReconstructor":

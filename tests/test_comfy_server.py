@@ -15,7 +15,7 @@ from conftest_comfy import comfy_server, load_workflow, swap_tiny  # noqa: F401 
 EXPECTED_NODES = {
     "Fuse4DFusedViewTimeAttention", "Fuse4DEmpty4DLatent", "Fuse4DReferenceFrames", "Fuse4DDecode4DGrid",
     "Fuse4DGridSlice", "Fuse4DLoadReconstructor", "Fuse4DReconstruct4DGaussians", "Fuse4DSave4DSplats",
-    "Fuse4DRender4D", "Fuse4DLoadSplat", "Fuse4DRenderFrozenTimeViews",
+    "Fuse4DRender4D", "Fuse4DLoadSplat", "Fuse4DRenderFrozenTimeViews", "Fuse4DLoad4DSplats", "Fuse4DSplatFrame",
 }
 
 
