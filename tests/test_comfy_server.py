@@ -294,6 +294,24 @@ def test_4d_player_in_headless_chromium(comfy_server):
             if idle or time.monotonic() > deadline:
                 break
         assert idle, "the paused player keeps redrawing"
+
+        # The same node saving .spz per timestep: the player reads those too (Spark's SPZ loader).
+        browser.evaluate(f"""(async () => {{
+            const node = {PLAYER_NODE};
+            node.widgets.find((w) => w.name === "format").value = "spz";
+            await window.comfyAPI.app.app.queuePrompt(0, 1);
+            return true;
+        }})()""", timeout=60)
+        browser.wait_for(f"(() => {{ const n = {PLAYER_NODE}; return n.fuse4dInfo.format === 'spz'"
+                         " && (n.fuse4dPlayer || n.fuse4dError); })()", timeout=150)
+        error = browser.evaluate(f"{PLAYER_NODE}.fuse4dError")
+        assert not error, f"the player failed on the .spz sequence: {error}"
+        info = browser.evaluate(f"{PLAYER_NODE}.fuse4dInfo")
+        assert [f.endswith(".spz") for f in info["files"]] == [True] * 3
+        spz = settled(None)
+        Image.fromarray(spz.astype(np.uint8)).save(shots / "player_spz_t0.png")
+        assert _coverage(spz) > 0.02 and spz.std() > 5, "the .spz sequence shows nothing"
+        assert np.abs(spz - first).mean() < 4.0, "the .spz timestep 0 does not look like the PLY one (orientation?)"
     finally:
         browser.close()
 

@@ -56,18 +56,20 @@ export async function createPlayer(container, info, options = {}) {
   const manifest = await (await fetch(viewUrl(apiBase, info, info.manifest || "manifest.json"))).json();
   const files = manifest.frames.map((f) => f.file);
   const root = new THREE.Group();
-  root.quaternion.set(1, 0, 0, 0); // the splats are in OpenCV coordinates
   scene.add(root);
   const meshes = await Promise.all(files.map(async (file) => {
     const bytes = await (await fetch(viewUrl(apiBase, info, file))).arrayBuffer();
     const mesh = new SplatMesh({ fileBytes: bytes, fileName: file });
     await mesh.initialized;
+    // PLY frames hold OpenCV coordinates (y down, z forward): turn them into three.js ones (180
+    // degrees about x). SPZ stores RUB (three.js) coordinates already, and Spark reads them as they are.
+    if (!/\.spz$/i.test(file)) mesh.quaternion.set(1, 0, 0, 0);
     return mesh;
   }));
   slider.max = String(files.length - 1);
 
   const controls = new OrbitControls(camera, renderer.domElement);
-  const box = meshes[0].getBoundingBox(true).applyMatrix4(new THREE.Matrix4().makeRotationFromQuaternion(root.quaternion));
+  const box = meshes[0].getBoundingBox(true).applyMatrix4(new THREE.Matrix4().makeRotationFromQuaternion(meshes[0].quaternion));
   const centre = box.getCenter(new THREE.Vector3());
   if (manifest.cameras && manifest.cameras.length) {
     cameraFromManifest(manifest.cameras[0], camera);
