@@ -12,7 +12,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from .runtime import Steps
-from .types import Animated4D, GridInfo, Grid4D, Gaussians4D, Reconstructor
+from .types import Animated4D, Cameras4D, GridInfo, Grid4D, Gaussians4D, Reconstructor
 
 FOLDERS = ("fuse4d", "vggt")
 WEIGHT_EXTENSIONS = {".safetensors"}
@@ -128,13 +128,16 @@ class Reconstruct4DGaussians(io.ComfyNode):
                 io.Int.Input("views", default=0, min=0, max=64, tooltip="0: take it from the grid input"),
                 Grid4D.Input("grid", optional=True),
                 io.Float.Input("fps", default=8.0, min=0.1, max=120.0),
+                Cameras4D.Input("cameras", optional=True,
+                                tooltip="the known cameras of the V views (e.g. Render Frozen-Time Views): "
+                                        "the Gaussians come out aligned with that world (the captured scene)"),
             ],
             outputs=[Gaussians4D.Output(display_name="gaussians")],
         )
 
     @classmethod
     def execute(cls, reconstructor: ReconstructorHandle, images, views, grid: GridInfo | None = None,
-                fps: float = 8.0) -> io.NodeOutput:
+                fps: float = 8.0, cameras=None) -> io.NodeOutput:
         if grid is None and views < 1:
             raise ValueError("give the number of views (or connect the grid from Decode 4D Grid)")
         v = views or grid.views
@@ -143,13 +146,35 @@ class Reconstruct4DGaussians(io.ComfyNode):
             raise ValueError(f"IMAGE holds {count} images, not V x T for V={v} views")
         if grid is not None and views in (0, grid.views):
             grid.check_count(count)
+        if cameras is not None and len(cameras) != v:
+            raise ValueError(f"{len(cameras)} known cameras for {v} views; give one camera per view")
         t = count // v
         cube = images[..., :3].reshape(v, t, *images.shape[1:3], 3).permute(0, 1, 4, 2, 3).contiguous()
         model = reconstructor.load()
         steps = Steps(t)
-        frames, cameras = _recon_api().reconstruct_grid(model, cube, progress=_progress(steps))
-        return io.NodeOutput(Animated4D(frames=[g.detach().to("cpu") for g in frames], cameras=cameras.to("cpu"),
-                                        fps=fps, extra={"reconstructor": reconstructor.name}))
+        frames, predicted = _recon_api().reconstruct_grid(model, cube, progress=_progress(steps))
+        frames = [g.detach().to("cpu") for g in frames]
+        predicted = predicted.to("cpu")
+        extra = {"reconstructor": reconstructor.name}
+        if cameras is not None:
+            frames, align = align_to(frames, predicted, cameras)
+            predicted = cameras
+            extra["alignment"] = align.tolist()
+        return io.NodeOutput(Animated4D(frames=frames, cameras=predicted, fps=fps, extra=extra))
+
+
+def align_to(frames: list, predicted, known) -> tuple[list, "np.ndarray"]:
+    """The reconstruction (first camera's frame, its own scale) moved into the known cameras' world
+    by the similarity between the two camera sets (core.io.align_cameras)."""
+    import numpy as np
+
+    from ..core.io import align_cameras
+
+    align = align_cameras(predicted.viewmats.numpy(), known.viewmats.detach().cpu().numpy())
+    scale = float(np.cbrt(np.linalg.det(align[:3, :3])))
+    rotation = torch.from_numpy(align[:3, :3] / scale).float()
+    translation = torch.from_numpy(align[:3, 3]).float()
+    return [g.transform(rotation, translation, scale) for g in frames], align
 
 
 def _progress(steps: Steps):

@@ -92,7 +92,17 @@ def test_animate_scene_workflow(comfy_server):
         assert all(f.std() > 1.0 for f in frames_of(webp)), f"{webp.name} has a constant frame"
     orbit = frames_of(next(f for f in webps if "orbit" in f.name))
     assert len(orbit) == 5 and np.abs(orbit[0] - orbit[-1]).mean() > 0.5, "the orbit does not move"
-    assert_splats_saved(comfy_server, entry, timesteps=5, views=4)
+    folder = assert_splats_saved(comfy_server, entry, timesteps=5, views=4)
+    # Aligned with the capture: the saved cameras are the ones the capture was rendered from (64 x 48,
+    # not the reconstructor's working size), and the Gaussians lie in front of them.
+    from fuse4d.core.io import read_sequence
+
+    seq = read_sequence(folder)
+    assert {(c["width"], c["height"]) for c in seq.cameras} == {(64, 48)}
+    assert len(seq.extra["alignment"]) == 4
+    viewmat = np.asarray(seq.cameras[0]["viewmat"], dtype=np.float64)
+    depth = (seq.frames[0].means @ viewmat[:3, :3].T + viewmat[:3, 3])[:, 2]
+    assert (depth > 0).mean() > 0.9, "the animated Gaussians are not in front of the capture's camera"
 
 
 def test_reconstruct_only_workflow(comfy_server):
