@@ -7,6 +7,14 @@ latents [B, C, V*T, H, W]. Two things change, both inside the model:
   * self-attention: every token attends only to tokens of its own view or its own time.
 Cross-attention to text is left alone. `patch_wan_transformer` swaps the rotary module and the
 self-attention processors; `unpatch` restores the originals exactly.
+
+Baselines of the architecture study plug into the same model and the same weights (`mode`):
+  "fused"       the paper's: one attention over same-view OR same-time tokens;
+  "sequential"  interleave the existing layers: even blocks attend within a time step across views,
+                odd blocks within a view across time (the paper's equal-parameter "interleave" variant);
+  "parallel"    4Real-Video v1's two streams: view attention and time attention on the same q, k, v,
+                fused per block by a sync linear layer ([I/2, I/2] at init). The sync layers are the only
+                new weights (`add_sync_layers`; state-dict keys blocks.N.attn1.parallel_sync.sync.*).
 """
 from __future__ import annotations
 
@@ -17,7 +25,11 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from ..attention import fused_positions, fused_view_time_attention
+from ..attention import (ParallelSyncAttention, fused_positions, fused_view_time_attention, time_attention,
+                         view_attention)
+
+MODES = ("fused", "sequential", "parallel")
+SYNC_NAME = "parallel_sync"
 
 
 @dataclass
@@ -26,6 +38,7 @@ class GridLayout:
     views: int
     t_max: int
     backend: str = "auto"
+    mode: str = "fused"        # "fused" | "sequential" | "parallel" (see the module docstring)
     frames: int | None = None  # latent frames per view, set on every forward by FusedWanRope
     patched: dict = field(default_factory=dict)
 
@@ -73,9 +86,10 @@ class FusedWanRope(nn.Module):
 class FusedWanAttnProcessor:
     """Self-attention with the fused view-time pattern; anything else goes to the original processor."""
 
-    def __init__(self, original, layout: GridLayout):
+    def __init__(self, original, layout: GridLayout, index: int = 0):
         self.original = original
         self.layout = layout
+        self.index = index  # block number: the sequential baseline alternates by it
 
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, rotary_emb=None, **kwargs) -> torch.Tensor:
@@ -89,14 +103,41 @@ class FusedWanAttnProcessor:
         q, k, v = (x.unflatten(2, (attn.heads, -1)) for x in (q, k, v))  # [B, N, heads, D]
         if rotary_emb is not None:
             q, k = _rotate(q, *rotary_emb), _rotate(k, *rotary_emb)
-        out = fused_view_time_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                        self.layout.views, self.layout.frames, backend=self.layout.backend)
+        out = self._attend(attn, q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         out = out.transpose(1, 2).flatten(2, 3).type_as(q)
         out = attn.to_out[0](out)
         return attn.to_out[1](out)
 
+    def _attend(self, attn, q, k, v):
+        views, frames, mode = self.layout.views, self.layout.frames, self.layout.mode
+        if mode == "fused":
+            return fused_view_time_attention(q, k, v, views, frames, backend=self.layout.backend)
+        if mode == "sequential":
+            fn = view_attention if self.index % 2 == 0 else time_attention
+            return fn(q, k, v, views, frames)
+        if mode == "parallel":
+            sync = getattr(attn, SYNC_NAME, None)
+            if sync is None:
+                raise RuntimeError("mode 'parallel' needs the sync layers: call add_sync_layers(model) first")
+            return sync(q, k, v, views, frames)
+        raise ValueError(f"unknown attention mode {mode!r}; choose one of {MODES}")
 
-def patch_wan_transformer(model: nn.Module, views: int, t_max: int, backend: str = "auto") -> GridLayout:
+
+def add_sync_layers(model: nn.Module) -> list[str]:
+    """Give every block's self-attention a ParallelSyncAttention (idempotent); returns the new parameter
+    names. Only the "parallel" baseline uses them."""
+    names = []
+    for i, block in enumerate(model.blocks):
+        attn = block.attn1
+        if not hasattr(attn, SYNC_NAME):
+            ref = next(attn.parameters())
+            setattr(attn, SYNC_NAME, ParallelSyncAttention(attn.inner_dim).to(device=ref.device, dtype=ref.dtype))
+        names += [f"blocks.{i}.attn1.{SYNC_NAME}.{n}" for n, _ in getattr(attn, SYNC_NAME).named_parameters()]
+    return names
+
+
+def patch_wan_transformer(model: nn.Module, views: int, t_max: int, backend: str = "auto",
+                          mode: str = "fused") -> GridLayout:
     """Make `model` (a diffusers WanTransformer3DModel) attend over a views x frames grid, in place.
 
     Returns the shared layout; change `layout.views` between calls to reuse the patch. Call `unpatch`
@@ -106,12 +147,16 @@ def patch_wan_transformer(model: nn.Module, views: int, t_max: int, backend: str
         raise RuntimeError("this Wan transformer is already patched; unpatch it first")
     if int(views) < 1 or int(t_max) < 1:
         raise ValueError(f"views and t_max must be >= 1, got views={views}, t_max={t_max}")
-    layout = GridLayout(views=int(views), t_max=int(t_max), backend=backend)
+    if mode not in MODES:
+        raise ValueError(f"unknown attention mode {mode!r}; choose one of {MODES}")
+    if mode == "parallel":
+        add_sync_layers(model)
+    layout = GridLayout(views=int(views), t_max=int(t_max), backend=backend, mode=mode)
     layout.patched["rope"] = model.rope
     model.rope = FusedWanRope(model.rope, layout)
     for i, block in enumerate(model.blocks):
         layout.patched[i] = block.attn1.processor
-        block.attn1.set_processor(FusedWanAttnProcessor(block.attn1.processor, layout))
+        block.attn1.set_processor(FusedWanAttnProcessor(block.attn1.processor, layout, i))
     model._fuse4d_layout = layout
     return layout
 
@@ -132,9 +177,10 @@ def is_patched(model: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def fused_wan(model: nn.Module, views: int, t_max: int, backend: str = "auto") -> Iterator[GridLayout]:
+def fused_wan(model: nn.Module, views: int, t_max: int, backend: str = "auto",
+              mode: str = "fused") -> Iterator[GridLayout]:
     """Context manager: the model is a fused 4D model inside the block, the base model after."""
-    layout = patch_wan_transformer(model, views, t_max, backend)
+    layout = patch_wan_transformer(model, views, t_max, backend, mode)
     try:
         yield layout
     finally:

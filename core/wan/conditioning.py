@@ -7,6 +7,12 @@ Two mechanisms, both used identically by the trainer and the sampler:
   * additive patch-embedding conditioning (the paper's, needs a fine-tuned checkpoint): the patch
     embedding of the reference latents (zeros in other cells, no bias) is added to the noisy latents'
     patch embedding. It reuses the model's own patch_embedding weights: no new weights.
+  * channel conditioning (`concat_reference`, Wan I2V-style, the tiny model's): the model input is
+    [noisy latents, references, flag] along channels, in_dim = 2C + 1. Each view's frozen-time frame
+    fills that view's other cells too, so every token sees its view's t = 0 content at its own place
+    and a small model learns "keep the scene, add the motion" in a few thousand steps instead of first
+    learning to fetch the reference through attention. (Adding that broadcast to the additive term
+    instead would be ambiguous: a linear embedding of noisy + reference cannot tell the two apart.)
 """
 from __future__ import annotations
 
@@ -23,6 +29,35 @@ def cell_mask(views: int, frames: int, frozen_time: bool, fixed_view: bool, devi
     if fixed_view:
         m[0, :] = True
     return m
+
+
+def reference_term(reference: torch.Tensor, mask: torch.Tensor, broadcast: bool = False) -> torch.Tensor:
+    """Latents [B, C, V*T, h, w] whose patch embedding is added: the references on conditioned cells,
+    zeros elsewhere; with `broadcast`, a view's unconditioned cells hold its t = 0 reference (if given)."""
+    views, frames = mask.shape
+    m = mask.reshape(1, 1, -1, 1, 1).to(reference.dtype)
+    out = reference * m
+    if broadcast and bool(mask[:, 0].any()):
+        x = out.unflatten(2, (views, frames))                       # [B, C, V, T, h, w]
+        first = x[:, :, :, :1] * mask[:, :1].reshape(1, 1, views, 1, 1, 1).to(x.dtype)
+        empty = (~mask).reshape(1, 1, views, frames, 1, 1).to(x.dtype)
+        out = (x + first * empty).flatten(2, 3)
+    return out
+
+
+def concat_channels(channels: int) -> int:
+    """Model input channels of channel conditioning for `channels` latent channels."""
+    return 2 * channels + 1
+
+
+def concat_input(x: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, C, V*T, h, w] noisy latents -> [B, 2C + 1, V*T, h, w]: + references (broadcast over each
+    view's time from its t = 0 cell) + a flag channel, 1 on conditioned cells."""
+    B, _, F_, h, w = x.shape
+    ref = reference_term(reference.to(x.dtype), mask, broadcast=True)
+    ref = ref.expand(B, -1, -1, -1, -1) if ref.shape[0] == 1 else ref
+    flag = mask.reshape(1, 1, F_, 1, 1).to(x.dtype).expand(B, 1, F_, h, w)
+    return torch.cat([x, ref, flag], dim=1)
 
 
 def frame_mask(mask: torch.Tensor) -> torch.Tensor:

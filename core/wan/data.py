@@ -4,14 +4,18 @@
 Sources:
   * a dataset folder (docs/datasets.md, section "Video model training"): per sample either the PNG grid
     `vVV_tTTT.png` (+ optional prompt.txt), or precomputed `latents.safetensors` (+ `text_embeds.safetensors`);
-  * `BlobGrids`: synthetic grids generated on the fly (coloured blobs moving in 3D, seen by V cameras on
-    an arc), for the tiny CPU configuration.
+  * `SceneGrids`: our synthetic dynamic 4D scenes (core/synthetic.py: textured objects moving over a
+    textured ground, fixed cameras on an arc), rendered once per seed and cached; the tiny model's data;
+  * `BlobGrids`: coloured blobs moving in 3D seen by V cameras on an arc (instant; smoke tests).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import re
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -54,6 +58,104 @@ class BlobGrids:
 
     def next(self) -> dict:
         return {"frames": blob_grid(self.views, self.frames, self.size, self.generator), "prompt": ""}
+
+
+# ---------------------------------------------------------------- synthetic 4D scenes
+
+# Held-out evaluation scenes use seeds from here on (the reconstructor's convention too); training
+# scenes use seeds 0 .. scenes-1.
+EVAL_SEED_BASE = 1_000_000
+
+
+def default_cache_dir() -> str:
+    return os.path.join(os.environ.get("FUSE4D_CACHE", os.path.expanduser("~/.cache/fuse4d")), "video_scenes")
+
+
+def scene_config(views: int, frames: int, size: int, **overrides):
+    """The SyntheticConfig of a square V x T scene grid (everything else at the project's defaults)."""
+    from ..synthetic import SyntheticConfig
+
+    return replace(SyntheticConfig(), views=views, frames=frames, width=size, height=size, **overrides)
+
+
+def _config_key(cfg) -> str:
+    text = json.dumps(asdict(cfg), sort_keys=True)
+    return f"{cfg.views}x{cfg.frames}_{cfg.width}x{cfg.height}_" + hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+class SceneCache:
+    """Renders of scene `seed` under one SyntheticConfig, [V, T, H, W, 3] uint8, in memory and on disk
+    (`cache_dir`/<config key>/seed_NNNNNNN.safetensors; None = memory only). A render takes seconds on
+    the CPU, so every run after the first reads them back."""
+
+    def __init__(self, cfg, cache_dir: str | None = None):
+        self.cfg = cfg
+        self.folder = os.path.join(cache_dir, _config_key(cfg)) if cache_dir else None
+        self.memory: dict[tuple[int, bool], dict] = {}
+
+    def _path(self, seed: int, heldout: bool) -> str:
+        return os.path.join(self.folder, f"seed_{seed:07d}{'_h' if heldout else ''}.safetensors")
+
+    def get(self, seed: int, heldout: bool = False) -> dict:
+        """{"images": [V,T,H,W,3] float in [0,1]} (+ "heldout" [Vh,T,H,W,3] when asked)."""
+        key = (int(seed), bool(heldout))
+        if key not in self.memory:
+            self.memory[key] = self._load(*key)
+        return {k: v.float() / 255.0 for k, v in self.memory[key].items()}
+
+    def _load(self, seed: int, heldout: bool) -> dict:
+        from safetensors.torch import load_file, save_file
+
+        path = self._path(seed, heldout) if self.folder else None
+        if path and os.path.exists(path):
+            return load_file(path)
+        from ..synthetic import make_frames, render_grid, rig_cameras
+
+        frames = make_frames(seed, self.cfg)
+        cameras, held = rig_cameras(self.cfg)
+        out = {"images": _to_uint8(render_grid(frames, cameras, self.cfg.background))}
+        if heldout:
+            out["heldout"] = _to_uint8(render_grid(frames, held, self.cfg.background))
+        if path:
+            os.makedirs(self.folder, exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"  # ranks may render the same seed at once
+            save_file(out, tmp, metadata={"seed": str(seed), "config": json.dumps(asdict(self.cfg))})
+            os.replace(tmp, path)
+        return out
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return (x.clamp(0, 1) * 255.0).round().to(torch.uint8).contiguous()
+
+
+def augment_grid(grid: torch.Tensor, reverse: bool, mirror: bool) -> torch.Tensor:
+    """Reverse the view order (the paper's augmentation) and/or mirror the world left-right: images
+    flipped horizontally AND views reversed, so the arc still runs the same way round."""
+    if reverse:
+        grid = grid.flip(0)
+    if mirror:
+        grid = grid.flip(0).flip(3)
+    return grid
+
+
+class SceneGrids:
+    """Synthetic 4D scenes with seeds 0 .. scenes-1, drawn at random (per-rank stream), each rendered
+    once (SceneCache); random view reversal / mirroring with the given probabilities."""
+
+    def __init__(self, views: int, frames: int, size: int, scenes: int = 160, seed: int = 0,
+                 cache_dir: str | None = None, reverse_views: float = 0.5, mirror: float = 0.5):
+        if scenes < 1:
+            raise ValueError(f"SceneGrids needs at least one scene, got {scenes}")
+        self.cache = SceneCache(scene_config(views, frames, size), cache_dir)
+        self.scenes, self.reverse_views, self.mirror = int(scenes), float(reverse_views), float(mirror)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def next(self) -> dict:
+        g = self.generator
+        seed = int(torch.randint(self.scenes, (1,), generator=g))
+        reverse, mirror = (bool(torch.rand(1, generator=g) < p) for p in (self.reverse_views, self.mirror))
+        grid = augment_grid(self.cache.get(seed)["images"], reverse, mirror)
+        return {"frames": grid, "prompt": "", "seed": seed}
 
 
 def _read_png(path: str) -> np.ndarray:

@@ -1,6 +1,14 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Rectified flow as Wan uses it: x_s = (1 - s) x0 + s noise, the model predicts v = noise - x0,
-timestep = 1000 s. Sampling integrates with Euler steps on a shifted sigma schedule."""
+timestep = 1000 s. Sampling integrates with Euler steps on a shifted sigma schedule.
+
+What the network outputs (`prediction`, a model setting):
+  "velocity"            v itself (Wan; every real checkpoint);
+  "reference-residual"  x0 = base + output, with base each view's frozen-time reference (zeros where
+                        none), so v = (x_s - x0) / s. With a zero-initialised output layer a model starts
+                        as "the scene stays as given" and learns the motion as a residual: the tiny
+                        from-scratch models, which have a few thousand steps to learn anything.
+"""
 from __future__ import annotations
 
 import torch
@@ -32,3 +40,22 @@ def sample_noise_levels(batch: int, mode: str = "logit-normal", generator: torch
 
 def euler_step(x: torch.Tensor, velocity: torch.Tensor, s: float, s_next: float) -> torch.Tensor:
     return x + (s_next - s) * velocity
+
+
+PREDICTIONS = ("velocity", "reference-residual")
+
+
+def predicted_x0(output: torch.Tensor, base: torch.Tensor, prediction: str) -> torch.Tensor:
+    if prediction != "reference-residual":
+        raise ValueError(f"x0 is predicted only by 'reference-residual' models, not {prediction!r}")
+    return base + output
+
+
+def to_velocity(output: torch.Tensor, x_s: torch.Tensor, s, base: torch.Tensor | None, prediction: str) -> torch.Tensor:
+    """The velocity the sampler integrates, from the network output at noise level s (> 0)."""
+    if prediction == "velocity":
+        return output
+    if prediction == "reference-residual":
+        s = torch.as_tensor(s, dtype=x_s.dtype, device=x_s.device).reshape(-1, *([1] * (x_s.dim() - 1)))
+        return (x_s - predicted_x0(output, base, prediction)) / s
+    raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")

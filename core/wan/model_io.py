@@ -2,7 +2,8 @@
 """A Fuse4D video model folder: `config.json` (architecture + 4D settings) + `model.safetensors`.
 
 The safetensors file uses the diffusers key layout; `load_video_model` also accepts a bare Wan
-checkpoint (either layout) with a config given in code.
+checkpoint (either layout) with a config given in code. A "parallel" baseline's file also holds its
+sync layers (blocks.N.attn1.parallel_sync.*), the only keys beyond the Wan architecture's.
 """
 from __future__ import annotations
 
@@ -24,8 +25,11 @@ class VideoModelConfig:
     pixel_factor: int = 2                  # PixelCodec space-to-depth factor
     patch_embed_conditioning: bool = False  # trained with the paper's additive reference embeddings
     per_token_timestep: bool = False       # timestep 0 on conditioned tokens (Wan 2.2 TI2V style)
+    concat_reference: bool = False         # channel conditioning: input [noisy, references, flag], 2C + 1 channels
+    prediction: str = "velocity"           # network output: "velocity" (Wan) | "reference-residual" (flow.py)
     flow_shift: float = 5.0
-    extra: dict = field(default_factory=dict)
+    attention: str = "fused"               # "fused", or a study baseline: "sequential" | "parallel"
+    extra: dict = field(default_factory=dict)  # e.g. the sampling settings a shipped model was measured with
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -63,5 +67,19 @@ def load_video_model(folder: str | os.PathLike, device: torch.device | str = "cp
         raise FileNotFoundError(f"{folder}: no config.json (not a Fuse4D video model folder)")
     with open(cfg_path, encoding="utf-8") as f:
         config = VideoModelConfig.from_dict(json.load(f))
-    model = load_wan_transformer(os.path.join(folder, "model.safetensors"), config.wan, device=device)
-    return model, config
+    from .attention_processor import SYNC_NAME, add_sync_layers
+    from .keys import read_state_dict
+
+    sd = read_state_dict(os.path.join(folder, "model.safetensors"))
+    sync = {k: sd.pop(k) for k in [k for k in sd if f".{SYNC_NAME}." in k]}
+    model = load_wan_transformer(sd, config.wan, device=device)
+    if config.attention == "parallel":
+        add_sync_layers(model)
+        missing, unexpected = model.load_state_dict(sync, strict=False)
+        absent = [k for k in missing if f".{SYNC_NAME}." in k]
+        if absent or unexpected:
+            raise ValueError(f"{folder}: sync layers of the parallel model do not match: missing {absent[:4]}, "
+                             f"unexpected {unexpected[:4]}")
+    elif sync:
+        raise ValueError(f"{folder}: holds sync layers but its config says attention={config.attention!r}")
+    return model.eval(), config

@@ -16,8 +16,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .attention_processor import fused_wan, is_patched
-from .conditioning import cell_mask, install_patch_conditioning, replace_clean, set_reference, token_timesteps
-from .flow import euler_step, shifted_sigmas
+from .conditioning import (cell_mask, concat_channels, concat_input, install_patch_conditioning, reference_term,
+                           replace_clean, set_reference, token_timesteps)
+from .flow import euler_step, shifted_sigmas, to_velocity
 from .model_io import VideoModelConfig
 
 
@@ -103,8 +104,10 @@ def generate_4d(model: torch.nn.Module, codec, config: Generate4DConfig, prompt_
     if cfg.height % (sf * ph) or cfg.width % (sf * pw):
         raise ValueError(f"size {cfg.height}x{cfg.width} must be a multiple of {sf * ph}x{sf * pw} "
                          "(codec downsampling x patch size)")
-    if codec.channels != model.config.in_channels:
-        raise ValueError(f"codec has {codec.channels} latent channels, the model expects {model.config.in_channels}")
+    in_channels = concat_channels(codec.channels) if vcfg.concat_reference else codec.channels
+    if in_channels != model.config.in_channels:
+        raise ValueError(f"codec has {codec.channels} latent channels ({in_channels} model inputs), the model "
+                         f"expects {model.config.in_channels}")
     frozen_time = _check_images("frozen_time", frozen_time, (cfg.views, cfg.height, cfg.width, 3))
     fixed_view = _check_images("fixed_view", fixed_view, (cfg.frames, cfg.height, cfg.width, 3))
     lt = codec.latent_frames(cfg.frames)
@@ -141,21 +144,25 @@ def generate_4d(model: torch.nn.Module, codec, config: Generate4DConfig, prompt_
     has_ref = bool(mask.any())
     if vcfg.patch_embed_conditioning and has_ref:
         install_patch_conditioning(model)
-    patch_ctx = contextlib.nullcontext() if is_patched(model) else fused_wan(model, cfg.views, t_max, cfg.backend)
+    patch_ctx = (contextlib.nullcontext() if is_patched(model)
+                 else fused_wan(model, cfg.views, t_max, cfg.backend, mode=vcfg.attention))
     try:
         with patch_ctx, torch.no_grad():
             layout = model._fuse4d_layout
+            base = reference_term(ref, mask, broadcast=True) if vcfg.prediction != "velocity" else None
             layout.views = cfg.views
             if vcfg.patch_embed_conditioning and has_ref:
-                set_reference(model, (ref * mask.reshape(1, 1, -1, 1, 1)).to(dtype))
+                set_reference(model, reference_term(ref, mask).to(dtype))
             for i in tqdm(range(cfg.steps), desc="4D sampling", disable=not cfg.progress):
                 s, s_next = sigmas[i], sigmas[i + 1]
                 x = replace_clean(x, ref, mask)
                 t = torch.full((batch,), s * 1000.0, device=device)
                 if vcfg.per_token_timestep and has_ref:
                     t = token_timesteps(mask, t, tokens_per_frame)
-                out = model(x.expand(batch, *x.shape[1:]).to(dtype), t, text).sample.float()
+                inp = concat_input(x, ref, mask) if vcfg.concat_reference else x
+                out = model(inp.expand(batch, *inp.shape[1:]).to(dtype), t, text).sample.float()
                 # batch row 0 = prompt, row 1 = negative/empty: v = v_neg + g (v_pos - v_neg)
+                out = to_velocity(out, x.expand_as(out), s, base, vcfg.prediction)
                 velocity = out[1:] + cfg.guidance * (out[:1] - out[1:]) if use_cfg else out
                 x = euler_step(x, velocity, s, s_next)
             x = replace_clean(x, ref, mask)

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """`fuse4d train-video`: fine-tune a Wan transformer into a fused 4D model, or train the tiny one.
 
-  fuse4d train-video --config tiny --out runs/video-tiny            # CPU, synthetic blob grids, ~1 min
+  fuse4d train-video --config tiny --out runs/video_tiny   # CPU, synthetic 4D scenes, ~25 min on one thread
   torchrun --nproc-per-node 8 -m fuse4d train-video --config wan2.1-t2v-1.3b \
       --init wan2.1_t2v_1.3B.safetensors --data DATASET --vae Wan2.1-T2V-1.3B-Diffusers/vae --out runs/wan4d
 """
@@ -20,7 +20,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="architecture: 'tiny' trains from scratch on the CPU; the Wan names fine-tune --init")
     parser.add_argument("--out", default=None, help="output folder (checkpoints/, model/, log.jsonl)")
     parser.add_argument("--init", default=None, help="base Wan weights (.safetensors, original/ComfyUI or diffusers keys)")
-    parser.add_argument("--data", default=None, help="dataset folder (docs/datasets.md); omit for synthetic blob grids")
+    parser.add_argument("--data", default=None, help="dataset folder (docs/datasets.md); omit for synthetic grids")
+    parser.add_argument("--source", choices=("scenes", "blobs"), default=None,
+                        help="synthetic grids without --data: 4D scenes (rendered once, cached) or instant blobs")
+    parser.add_argument("--scenes", type=int, default=None, help="synthetic training scenes (seeds 0 .. N-1)")
+    parser.add_argument("--data-cache", default=None, help="rendered-scene cache (default ~/.cache/fuse4d/video_scenes)")
+    parser.add_argument("--size", type=int, default=None, help="square size of synthetic frames")
+    parser.add_argument("--attention", choices=("fused", "sequential", "parallel"), default=None,
+                        help="self-attention pattern: the paper's fused (default) or a study baseline")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (tiny default 1)")
     parser.add_argument("--vae", default=None, help="diffusers AutoencoderKLWan folder for PNG datasets (Wan configs)")
     parser.add_argument("--text-encoder", default=None, help="UMT5 folder to encode prompt.txt files")
     parser.add_argument("--steps", type=int, default=None)
@@ -54,13 +62,16 @@ def config_from_args(args: argparse.Namespace) -> TrainVideoConfig:
                                size=256, lr=1e-4, train="attn", save_every=500)
     overrides = {"init": args.init, "data": args.data, "vae": args.vae, "text_encoder": args.text_encoder,
                  "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "views": args.views,
-                 "frames": args.frames, "train": args.train, "save_every": args.save_every}
+                 "frames": args.frames, "train": args.train, "save_every": args.save_every, "source": args.source,
+                 "scenes": args.scenes, "data_cache": args.data_cache, "size": args.size, "threads": args.threads}
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     model = cfg.model
     if args.t_max is not None:
         model = replace(model, t_max=args.t_max)
     if args.patch_embed_conditioning:
         model = replace(model, patch_embed_conditioning=True)
+    if args.attention is not None:
+        model = replace(model, attention=args.attention)
     return replace(cfg, model=model, lora_rank=args.lora_rank, noise=args.noise, resume=not args.no_resume,
                    dist=args.dist, backend=args.backend, device=args.device, seed=args.seed)
 

@@ -2,20 +2,22 @@
 """Fine-tune a Wan transformer into a fused 4D model (or train a tiny one from scratch on the CPU).
 
 Rectified-flow loss on V x T grids: x_s = (1 - s) x0 + s noise, target noise - x0, s logit-normal or
-uniform. Conditioned cells (a random choice of frozen-time row / fixed-view column / both / none) hold
+uniform. Data: a dataset folder (`data`), or synthetic 4D scenes rendered once per seed and cached
+(`source="scenes"`, the tiny model's), or instant blob grids (`source="blobs"`, smoke tests). Conditioned cells (a random choice of frozen-time row / fixed-view column / both / none) hold
 the clean latent and are left out of the loss, exactly as the sampler conditions. Only the
 self-attention projections train by default (the paper), or LoRA adapters on them, or everything
 (`full`, for the tiny from-scratch model). Multi-GPU through torchrun: WORLD_SIZE > 1 initialises
 torch.distributed from the environment and wraps the model in DDP or FSDP2 (`fully_shard`).
 
 Output folder:
-  checkpoints/step_NNNNNNN/{trainable.safetensors, optimizer.safetensors, state.json}   (resume)
+  checkpoints/step_NNNNNNN/{trainable.safetensors, optimizer.safetensors, [ema.safetensors,] state.json}
   model/{config.json, model.safetensors}   the final model (LoRA merged), loadable by load_video_model
   log.jsonl                                 one line per logged step
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -27,9 +29,12 @@ from tqdm.auto import tqdm
 
 from .attention_processor import patch_wan_transformer
 from .codecs import PixelCodec, WanVAECodec
-from .conditioning import cell_mask, install_patch_conditioning, replace_clean, set_reference, token_timesteps
-from .data import BlobGrids, FolderDataset
-from .flow import add_noise, sample_noise_levels
+from .conditioning import (cell_mask, concat_input, install_patch_conditioning, reference_term, replace_clean,
+                           set_reference, token_timesteps)
+from .attention_processor import SYNC_NAME, add_sync_layers
+from .data import BlobGrids, FolderDataset, SceneGrids, default_cache_dir
+from .ema import EMA
+from .flow import add_noise, predicted_x0, sample_noise_levels
 from .keys import CONFIGS, WanConfig, build_wan_transformer, load_wan_transformer
 from .lora import add_lora, freeze_all_but_self_attention
 from .model_io import VideoModelConfig, save_video_model
@@ -43,7 +48,12 @@ class TrainVideoConfig:
     out: str = "runs/video"
     model: VideoModelConfig = field(default_factory=lambda: VideoModelConfig(wan=CONFIGS["tiny"]))
     init: str | None = None            # base Wan weights (either key layout); None = random init
-    data: str | None = None            # dataset folder; None = synthetic blob grids
+    data: str | None = None            # dataset folder; None = synthetic grids of `source`
+    source: str = "scenes"             # without data: "scenes" (synthetic 4D scenes) | "blobs" (instant)
+    scenes: int = 160                  # synthetic training scenes (seeds 0 .. scenes-1)
+    data_cache: str | None = None      # rendered-scene cache folder; None = ~/.cache/fuse4d/video_scenes
+    reverse_views: float = 0.5         # probability of reversing the view order (the paper's augmentation)
+    mirror: float = 0.5                # probability of mirroring the world left-right
     vae: str | None = None             # diffusers AutoencoderKLWan folder (codec "wan-vae")
     text_encoder: str | None = None    # UMT5 folder to encode prompt.txt (else zeros unless text_embeds given)
     views: int = 3
@@ -54,6 +64,9 @@ class TrainVideoConfig:
     lr: float = 1e-4
     weight_decay: float = 0.01
     warmup: int = 50
+    lr_schedule: str = "constant"      # after warm-up: "constant" | "cosine" (down to lr * lr_min)
+    lr_min: float = 0.1
+    ema: float = 0.0                   # EMA decay of the exported weights (0 = export the last iterate)
     grad_clip: float = 1.0
     noise: str = "logit-normal"
     train: str = "attn"                # "attn" | "lora" | "full"
@@ -73,13 +86,32 @@ class TrainVideoConfig:
     progress: bool = True
 
 
-def tiny_config(out: str = "runs/video-tiny", steps: int = 2000) -> TrainVideoConfig:
-    """A Wan-architecture model of ~0.2M parameters trained from scratch on blob grids in pixel space."""
+# 48 latent channels (48x48 pixels folded 4x4); inputs 2 * 48 + 1 with channel conditioning
+TINY_WAN = WanConfig(dim=128, num_layers=4, num_heads=4, ffn_dim=384, in_dim=97, out_dim=48, text_dim=16,
+                     freq_dim=32)
+
+
+def tiny_config(out: str = "runs/video_tiny", steps: int = 3200) -> TrainVideoConfig:
+    """The shipped tiny 4D model: a Wan-architecture transformer (~1.1M parameters, fused attention)
+    trained from scratch on one CPU thread on synthetic 4D scenes, 4 views x 8 frames at 48x48 in pixel
+    space (pixels folded 4x4 into 48 channels; Wan's 2x2 patches make 6x6 tokens per frame). Mostly
+    frozen-time-row conditioning: the demo gives the views at t=0 and asks for the motion."""
+    model = VideoModelConfig(wan=TINY_WAN, t_max=16, codec="pixel", pixel_factor=4, concat_reference=True,
+                             prediction="reference-residual", per_token_timestep=True, flow_shift=2.0)
+    return TrainVideoConfig(out=out, model=model, source="scenes", scenes=160, views=4, frames=8, size=48,
+                            steps=steps, lr=1e-3, warmup=100, lr_schedule="cosine", ema=0.999, train="full",
+                            p_uncond=0.0, cond_probs=(0.1, 0.6, 0.1, 0.2), save_every=200, log_every=20,
+                            threads=1)
+
+
+def smoke_config(out: str = "runs/video-smoke", steps: int = 150) -> TrainVideoConfig:
+    """~0.2M parameters on instant blob grids (3 views x 4 frames at 16x16): for tests, seconds."""
     wan = WanConfig(dim=64, num_layers=2, num_heads=4, ffn_dim=128, in_dim=12, out_dim=12, text_dim=16, freq_dim=32)
     model = VideoModelConfig(wan=wan, t_max=8, codec="pixel", pixel_factor=2, patch_embed_conditioning=True,
                              flow_shift=3.0)
-    return TrainVideoConfig(out=out, model=model, views=3, frames=4, size=16, steps=steps, lr=2e-3, warmup=20,
-                            train="full", p_uncond=0.1, save_every=max(steps, 1), log_every=10, threads=1)
+    return TrainVideoConfig(out=out, model=model, source="blobs", views=3, frames=4, size=16, steps=steps, lr=2e-3,
+                            warmup=20, train="full", p_uncond=0.1, save_every=max(steps, 1), log_every=10,
+                            threads=1)
 
 
 # ---------------------------------------------------------------- distributed
@@ -138,13 +170,14 @@ def _latest_checkpoint(out: str) -> str | None:
 
 
 def save_checkpoint(out: str, step: int, model, optimizer, trainable: list[str], cfg: TrainVideoConfig,
-                    rank: int, keep: int = 2) -> None:
-    """Trainable weights + optimizer state as safetensors, step + config as JSON (rank 0 writes)."""
+                    rank: int, keep: int = 2, ema: EMA | None = None, spent: dict | None = None) -> None:
+    """Trainable weights + optimizer state (+ EMA) as safetensors, step + config as JSON (rank 0 writes)."""
     from safetensors.torch import save_file
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
     msd = get_model_state_dict(model, options=_state_dict_options())
     osd = get_optimizer_state_dict(model, optimizer, options=_state_dict_options())
+    ema_state = ema.full_state() if ema is not None else None
     if rank != 0:
         return
     folder = os.path.join(out, "checkpoints", f"step_{step:07d}")
@@ -156,9 +189,12 @@ def save_checkpoint(out: str, step: int, model, optimizer, trainable: list[str],
     flat = {f"{name}::{key}": (v if torch.is_tensor(v) else torch.tensor(v)).contiguous()
             for name, st in osd["state"].items() for key, v in st.items()}
     save_file(flat, os.path.join(tmp, "optimizer.safetensors"))
+    if ema_state is not None:
+        save_file(ema_state, os.path.join(tmp, "ema.safetensors"))
     groups = [{k: v for k, v in g.items()} for g in osd["param_groups"]]
     with open(os.path.join(tmp, "state.json"), "w", encoding="utf-8") as f:
-        json.dump({"step": step, "param_groups": groups, "config": _config_dict(cfg)}, f, indent=1)
+        json.dump({"step": step, "param_groups": groups, "config": _config_dict(cfg),
+                   "ema_updates": ema.updates if ema is not None else 0, "spent": spent or {}}, f, indent=1)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     root = os.path.join(out, "checkpoints")
@@ -167,8 +203,8 @@ def save_checkpoint(out: str, step: int, model, optimizer, trainable: list[str],
         shutil.rmtree(os.path.join(root, d), ignore_errors=True)
 
 
-def load_checkpoint(folder: str, model, optimizer) -> int:
-    """Restore trainable weights and optimizer state; returns the step to continue from."""
+def load_checkpoint(folder: str, model, optimizer, ema: EMA | None = None) -> int:
+    """Restore trainable weights, optimizer state and EMA; returns the step to continue from."""
     from safetensors.torch import load_file
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
@@ -182,7 +218,17 @@ def load_checkpoint(folder: str, model, optimizer) -> int:
         opt_state.setdefault(name, {})[key] = v
     set_optimizer_state_dict(model, optimizer, {"state": opt_state, "param_groups": state["param_groups"]},
                              options=_state_dict_options())
+    if ema is not None:
+        path = os.path.join(folder, "ema.safetensors")
+        if os.path.exists(path):
+            ema.load(load_file(path), state.get("ema_updates", 0))
+        else:  # a checkpoint from a run without EMA: start the average here
+            ema.load(_plain(ema.params), 0)
     return int(state["step"])
+
+
+def _plain(params: dict) -> dict:
+    return {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().cpu() for n, p in params.items()}
 
 
 def _config_dict(cfg: TrainVideoConfig) -> dict:
@@ -268,7 +314,14 @@ def _train(cfg: TrainVideoConfig) -> dict:
         model = load_wan_transformer(cfg.init, wan, device=device, dtype=torch.float32)
     else:
         model = build_wan_transformer(wan, device=device)
+    if cfg.model.prediction == "reference-residual" and not cfg.init:
+        with torch.no_grad():  # start as "the scene stays as given"
+            model.proj_out.weight.zero_()
+            model.proj_out.bias.zero_()
     model.train()
+    mode = cfg.model.attention
+    if mode == "parallel":  # the baseline's sync layers exist before freezing and always train
+        sync_names = add_sync_layers(model)
     if cfg.train == "attn":
         trainable = freeze_all_but_self_attention(model)
     elif cfg.train == "lora":
@@ -277,21 +330,29 @@ def _train(cfg: TrainVideoConfig) -> dict:
         trainable = [n for n, _ in model.named_parameters()]
     else:
         raise ValueError(f"unknown training mode {cfg.train!r}; choose 'attn', 'lora' or 'full'")
+    if mode == "parallel":
+        for n, p in model.named_parameters():
+            if f".{SYNC_NAME}." in n:
+                p.requires_grad_(True)
+        trainable = sorted(set(trainable) | set(sync_names))
     if cfg.model.patch_embed_conditioning:
         install_patch_conditioning(model)
-    layout = patch_wan_transformer(model, cfg.views, cfg.model.t_max, cfg.backend)
+    layout = patch_wan_transformer(model, cfg.views, cfg.model.t_max, cfg.backend, mode=mode)
     core = model
     model = _wrap(model, cfg, world, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     text_states = _TextStates(cfg, wan.text_dim)
     ph, pw = wan.patch_size[1:]
-    warm = lambda i: min(1.0, (i + 1) / max(cfg.warmup, 1))  # noqa: E731  linear warm-up
+    warm = lambda i: lr_factor(cfg, i)  # noqa: E731
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, warm)
-    start = 0
+    ema = EMA(core, trainable, cfg.ema) if cfg.ema > 0 else None
+    start, before = 0, {}
     ckpt = _latest_checkpoint(cfg.out) if cfg.resume else None
     if ckpt:
-        start = load_checkpoint(ckpt, model, optimizer)
+        start = load_checkpoint(ckpt, model, optimizer, ema)
+        with open(os.path.join(ckpt, "state.json"), encoding="utf-8") as f:
+            before = json.load(f).get("spent", {})
         if rank == 0:
             print(f"resuming from {ckpt} at step {start}")
     if start:
@@ -300,13 +361,16 @@ def _train(cfg: TrainVideoConfig) -> dict:
             group["lr"] = base * warm(start)
     # a resumed run continues with fresh synthetic samples, not a replay
     codec = _make_codec(cfg, device)
-    source = (FolderDataset(cfg.data, rank, world, cfg.seed) if cfg.data
-              else BlobGrids(cfg.views, cfg.frames, cfg.size, seed=cfg.seed * 1000 + rank + 7919 * start))
+    source = make_source(cfg, rank, world, start)
     if rank == 0:
         os.makedirs(cfg.out, exist_ok=True)
     losses: list[float] = []
     log = open(os.path.join(cfg.out, "log.jsonl"), "a", encoding="utf-8") if rank == 0 else None
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
+
+    def spent() -> dict:  # training time over all sessions (restored from the checkpoint on resume)
+        return {"wall_seconds": round(before.get("wall_seconds", 0.0) + time.time() - t0, 2),
+                "cpu_seconds": round(before.get("cpu_seconds", 0.0) + time.process_time() - cpu0, 2)}
     bar = tqdm(range(start, cfg.steps), desc="train-video", disable=not cfg.progress or rank != 0)
     for step in bar:
         x0, text, views = _batch(source, codec, text_states, cfg)
@@ -325,10 +389,16 @@ def _train(cfg: TrainVideoConfig) -> dict:
         if cfg.model.per_token_timestep and mask.any():
             t = token_timesteps(mask, t, (x0.shape[-2] // ph) * (x0.shape[-1] // pw))
         if cfg.model.patch_embed_conditioning:
-            set_reference(core, x0 * mask.reshape(1, 1, -1, 1, 1).float() if mask.any() else None)
-        pred = model(x_in, t, text).sample
+            set_reference(core, reference_term(x0, mask) if mask.any() else None)
+        inp = concat_input(x_in, x0, mask) if cfg.model.concat_reference else x_in
+        pred = model(inp, t, text).sample.float()
         weight = (~mask).reshape(1, 1, -1, 1, 1).float()
-        err = F.mse_loss(pred.float(), (noise - x0).float(), reduction="none") * weight
+        if cfg.model.prediction == "velocity":
+            err = F.mse_loss(pred, (noise - x0).float(), reduction="none") * weight
+        else:  # the velocity error is the x0 error / s; s >= 0.1 keeps the rare tiny s from dominating
+            x0_hat = predicted_x0(pred, reference_term(x0, mask, broadcast=True), cfg.model.prediction)
+            scale = s.clamp_min(0.1).view(-1, 1, 1, 1, 1)
+            err = ((x0_hat - x0.float()) / scale) ** 2 * weight
         loss = err.sum() / (weight.sum() * x0.shape[0] * x0.shape[1] * x0.shape[3] * x0.shape[4]).clamp_min(1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -336,23 +406,26 @@ def _train(cfg: TrainVideoConfig) -> dict:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
         sched.step()
+        if ema is not None:
+            ema.update()
         losses.append(float(loss.detach()))
         if rank == 0 and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
             recent = sum(losses[-cfg.log_every:]) / len(losses[-cfg.log_every:])
             bar.set_postfix(loss=f"{recent:.4f}")
             log.write(json.dumps({"step": step + 1, "loss": recent, "lr": sched.get_last_lr()[0],
-                                  "seconds": round(time.time() - t0, 2)}) + "\n")
+                                  "seconds": round(time.time() - t0, 2), **spent()}) + "\n")
             log.flush()
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-            save_checkpoint(cfg.out, step + 1, model, optimizer, trainable, cfg, rank, cfg.keep_checkpoints)
+            save_checkpoint(cfg.out, step + 1, model, optimizer, trainable, cfg, rank, cfg.keep_checkpoints, ema,
+                            spent())
     if log is not None:
         log.close()
     set_reference(core, None)
     model_dir = os.path.join(cfg.out, "model")
-    export_model(core, cfg, model_dir, rank)
+    export_model(core, cfg, model_dir, rank, ema.full_state() if ema is not None else None)
     if world > 1:
         torch.distributed.barrier()
-    return {"losses": losses, "step": cfg.steps, "model_dir": model_dir}
+    return {"losses": losses, "step": cfg.steps, "model_dir": model_dir, **spent()}
 
 
 def _merge_lora_state(sd: dict, scale: float) -> dict:
@@ -370,9 +443,10 @@ def _merge_lora_state(sd: dict, scale: float) -> dict:
     return out
 
 
-def export_model(core: torch.nn.Module, cfg: TrainVideoConfig, folder: str, rank: int = 0) -> None:
-    """Write the final model (unpatched, LoRA merged) as a Fuse4D video model folder.
-    Every rank gathers (a collective under FSDP2); rank 0 writes."""
+def export_model(core: torch.nn.Module, cfg: TrainVideoConfig, folder: str, rank: int = 0,
+                 ema_state: dict | None = None) -> None:
+    """Write the final model (unpatched, LoRA merged; the EMA weights when given) as a Fuse4D video
+    model folder. Every rank gathers (a collective under FSDP2); rank 0 writes."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
     from .attention_processor import unpatch
@@ -381,7 +455,37 @@ def export_model(core: torch.nn.Module, cfg: TrainVideoConfig, folder: str, rank
     sd = get_model_state_dict(core, options=_state_dict_options())
     if rank != 0:
         return
+    sd.update(ema_state or {})
     scale = float(cfg.lora_alpha if cfg.lora_alpha is not None else cfg.lora_rank) / cfg.lora_rank
     plain = build_wan_transformer(cfg.model.wan, device="meta")
+    if cfg.model.attention == "parallel":
+        add_sync_layers(plain)
     plain.load_state_dict(_merge_lora_state(sd, scale), strict=True, assign=True)
     save_video_model(folder, plain, cfg.model)
+
+
+def lr_factor(cfg: TrainVideoConfig, step: int) -> float:
+    """Learning-rate multiplier: linear warm-up, then constant or cosine down to cfg.lr_min."""
+    if step < cfg.warmup:
+        return (step + 1) / max(cfg.warmup, 1)
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    if cfg.lr_schedule == "cosine":
+        span = max(cfg.steps - cfg.warmup, 1)
+        done = min(1.0, (step - cfg.warmup) / span)
+        return cfg.lr_min + (1.0 - cfg.lr_min) * 0.5 * (1.0 + math.cos(math.pi * done))
+    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; choose 'constant' or 'cosine'")
+
+
+def make_source(cfg: TrainVideoConfig, rank: int = 0, world: int = 1, start: int = 0):
+    """The training sample stream of this rank (a resumed run continues with a fresh stream)."""
+    if cfg.data:
+        return FolderDataset(cfg.data, rank, world, cfg.seed)
+    stream = cfg.seed * 1000 + rank + 7919 * start
+    if cfg.source == "scenes":
+        return SceneGrids(cfg.views, cfg.frames, cfg.size, scenes=cfg.scenes, seed=stream,
+                          cache_dir=cfg.data_cache or default_cache_dir(), reverse_views=cfg.reverse_views,
+                          mirror=cfg.mirror)
+    if cfg.source == "blobs":
+        return BlobGrids(cfg.views, cfg.frames, cfg.size, seed=stream)
+    raise ValueError(f"unknown synthetic source {cfg.source!r}; choose 'scenes' or 'blobs'")
