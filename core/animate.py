@@ -29,9 +29,9 @@ Progress = Callable[[float, str], None]
 
 @dataclass
 class AnimateSettings:
-    frames: int = 8                 # pixel frames per view
-    steps: int = 8                  # sampling steps (the paper's 40; the tiny model is usable at 4-8)
-    guidance: float = 1.0           # classifier-free guidance (1 = off; the tiny model has no text)
+    frames: int | None = None       # pixel frames per view; None = what the model was measured at
+    steps: int | None = None        # sampling steps (the paper's 40); None = the model's own setting
+    guidance: float | None = None   # classifier-free guidance (1 = off); None = the model's own setting
     seed: int = 0
     size: int | None = None         # working size of the video model; None = the size it was trained at
     prompt: str = ""
@@ -48,8 +48,15 @@ class Models:
     names: dict = field(default_factory=dict)
 
     @property
+    def sampling(self) -> dict:
+        """views / frames / size / steps / shift / guidance the video model was trained and measured at."""
+        from .wan.tiny import sampling_defaults
+
+        return sampling_defaults(self.video_config)
+
+    @property
     def video_size(self) -> int:
-        return int(self.video_config.extra.get("size", 32))
+        return int(self.sampling["size"])
 
 
 @dataclass
@@ -73,8 +80,8 @@ def load_models(video_model: str | Path | None = None, recon: str | Path | None 
     """The video model folder (config.json + model.safetensors) and reconstructor weights; the
     shipped tiny ones when not given. A Wan-VAE model needs `vae` (a diffusers AutoencoderKLWan folder)."""
     from .recon import load_reconstructor
-    from .wan.codecs import PixelCodec, WanVAECodec
     from .wan.model_io import load_video_model
+    from .wan.tiny import load_codec
 
     device = pick_device(device) if isinstance(device, str) else device
     video_path = Path(video_model) if video_model else TINY_VIDEO
@@ -84,15 +91,10 @@ def load_models(video_model: str | Path | None = None, recon: str | Path | None 
             raise FileNotFoundError(f"{path}: {what} not found")
     model, config = load_video_model(video_path, device=device)
     model.eval()
-    if config.codec == "pixel":
-        codec = PixelCodec(config.pixel_factor)
-    else:
-        if not vae:
-            raise ValueError(f"{video_path}: this model works in Wan's VAE latent space; pass --vae "
-                             "(a diffusers AutoencoderKLWan folder)")
-        from diffusers import AutoencoderKLWan
-
-        codec = WanVAECodec(AutoencoderKLWan.from_pretrained(str(vae)).to(device).eval())
+    if config.codec != "pixel" and not vae:
+        raise ValueError(f"{video_path}: this model works in Wan's VAE latent space; pass --vae "
+                         "(a diffusers AutoencoderKLWan folder)")
+    codec = load_codec(config, vae, device=device)
     recon_model = load_reconstructor(recon_path, device=device)
     return Models(model, config, codec, recon_model, str(text_encoder) if text_encoder else None,
                   {"video_model": str(video_path), "recon": str(recon_path)})
@@ -129,8 +131,11 @@ def generate_grid(models: Models, views: torch.Tensor, settings: AnimateSettings
     from .wan.pipeline import Generate4DConfig, generate_4d
 
     V, H, W, _ = views.shape
-    cfg = Generate4DConfig(views=V, frames=settings.frames, height=H, width=W, seed=settings.seed,
-                           steps=settings.steps, guidance=settings.guidance, backend=settings.backend)
+    own = models.sampling
+    cfg = Generate4DConfig(views=V, frames=settings.frames or own["frames"], height=H, width=W, seed=settings.seed,
+                           steps=settings.steps or own["steps"], shift=own["shift"],
+                           guidance=own["guidance"] if settings.guidance is None else settings.guidance,
+                           backend=settings.backend)
     device = next(models.video.parameters()).device
     out = generate_4d(models.video, models.codec, cfg, prompt_embeds=_prompt_embeds(models, settings.prompt, device),
                       frozen_time=views, video_config=models.video_config)

@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--job", required=True, help="job folder with cameras.json and the frozen-time views")
     p.add_argument("--out", required=True, help="output 4D sequence folder")
     p.add_argument("--frames", type=int, help="frames per view (default: the job's)")
-    p.add_argument("--steps", type=int, default=8, help="sampling steps (default 8)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the video model's own setting)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--video-model", help="a Fuse4D video model folder (default: the shipped tiny model)")
     p.add_argument("--recon", help="reconstructor weights (.safetensors; default: the shipped tiny model)")
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     views = load_views(folder, job)
     cameras = cameras_from_dicts(job["cameras"])
     frames = int(args.frames or job.get("frames") or 8)
-    if frames < 1 or args.steps < 1:
+    if frames < 1 or (args.steps or 1) < 1:
         raise ValueError("--frames and --steps must be at least 1")
     progress(0.0, "loading models")
     models = animate.load_models(args.video_model, args.recon, args.vae, args.text_encoder, args.device)

@@ -25,8 +25,8 @@ from pathlib import Path
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--views", type=int, default=4, help="views V on the arc (default 4)")
-    p.add_argument("--frames", type=int, default=8, help="frames T per view (default 8)")
-    p.add_argument("--steps", type=int, default=8, help="sampling steps (default 8)")
+    p.add_argument("--frames", type=int, help="frames T per view (default: the video model's, 8 for the tiny one)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the video model's own setting)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--heldout", type=int, default=3, help="held-out cameras for the PSNR (default 3)")
     p.add_argument("--arc", type=float, default=90.0, help="arc of the cameras in degrees (default 90)")
@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vae", help="diffusers AutoencoderKLWan folder, for Wan-latent video models")
     p.add_argument("--text-encoder", help="UMT5 folder to encode --prompt (Wan models)")
     p.add_argument("--prompt", default="", help="text prompt (models trained with text)")
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance (default 1 = off)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance (1 = off; default: the model's)")
     p.add_argument("--preview-size", type=int, default=160, help="pixel size of a preview tile (default 160)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     from .io import atomic_output, write_sequence
     from .recon import VGGT4D
 
-    if args.views < 1 or args.frames < 1 or args.steps < 1 or args.heldout < 1:
+    if args.views < 1 or (args.frames or 1) < 1 or (args.steps or 1) < 1 or args.heldout < 1:
         raise ValueError("--views, --frames, --steps and --heldout must be at least 1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     motion = float((grid[:, 1:] - grid[:, :-1]).abs().mean()) if T > 1 else 0.0
     timings["total_s"] = time.perf_counter() - start
     metrics = {
-        "views": V, "frames": T, "steps": args.steps, "seed": args.seed, "size": size,
+        "views": V, "frames": T, "steps": args.steps or models.sampling["steps"], "seed": args.seed, "size": size,
         "gaussians_per_timestep": len(result.frames[0]),
         "psnr_heldout_t0": trained_psnr,
         "psnr_heldout_t0_untrained_reconstructor": untrained_psnr,
