@@ -19,7 +19,7 @@ from ..core.io.atomic import atomic_folder
 from ..core.io.sequence import manifest_dict, manifest_text
 from ..core.files import read_any
 from ..core.render import render
-from .runtime import Steps
+from .runtime import Steps, torch_device
 from .types import CORE_SPLAT, HAS_CORE_SPLAT, Animated4D, Cameras4D, Gaussians4D, SplatType
 
 SPLAT_EXTENSIONS = (".ply", ".splat", ".spz")
@@ -103,7 +103,9 @@ def orbit_from(cam: Cameras, centre: torch.Tensor, n: int) -> Cameras:
 
 
 def render_images(g: Gaussians, cams: Cameras, steps: Steps | None = None) -> torch.Tensor:
-    """[C, H, W, 3] in 0..1 (ComfyUI IMAGE), one camera at a time so interrupts stay quick."""
+    """[C, H, W, 3] in 0..1 (ComfyUI IMAGE), one camera at a time so interrupts stay quick; on
+    ComfyUI's device (gsplat on CUDA, the core's PyTorch rasterizer on the CPU)."""
+    g = g.to(torch_device())
     out = []
     for i in range(len(cams)):
         if steps is not None:

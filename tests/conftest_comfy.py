@@ -54,6 +54,21 @@ def comfy_server(tmp_path_factory):
     server.stop()
 
 
+def small_scene(step: int = 6):
+    """The core's sample scene thinned to every `step`-th Gaussian: the CPU rasterizer renders it in a
+    fraction of the time, and it still has texture, several objects and depth."""
+    from fuse4d.core.scene import sample_scene
+
+    return sample_scene(0)[::step]
+
+
+def write_scene_ply(path: Path) -> None:
+    from fuse4d.core.io import write_ply
+
+    if not path.exists():
+        write_ply(path, small_scene().to_arrays())
+
+
 def load_workflow(name: str) -> dict:
     return json.loads((WORKFLOWS / name).read_text())
 

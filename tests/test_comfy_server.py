@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from conftest_comfy import comfy_server, load_workflow, swap_tiny  # noqa: F401 (fixture)
+from conftest_comfy import comfy_server, load_workflow, small_scene, swap_tiny, write_scene_ply  # noqa: F401
 
 EXPECTED_NODES = {
     "Fuse4DFusedViewTimeAttention", "Fuse4DEmpty4DLatent", "Fuse4DReferenceFrames", "Fuse4DDecode4DGrid",
@@ -80,18 +80,18 @@ def test_text_to_4d_workflow(comfy_server):
 
 
 def test_animate_scene_workflow(comfy_server):
-    from fuse4d.core.io import write_ply
-    from fuse4d.core.scene import sample_scene
-
-    write_ply(comfy_server.input_dir / "scene.ply", sample_scene(0).to_arrays())
+    write_scene_ply(comfy_server.input_dir / "scene.ply")
     prompt = swap_tiny(load_workflow("animate_scene_wan22_ti2v_5b.json"), comfy_server)
     entry = comfy_server.run(prompt)
     webps = [f for f in saved_files(comfy_server, entry) if f.suffix == ".webp"]
     assert len(webps) == 2 and all(f.exists() for f in webps)  # the fixed-view video and the orbit
-    for webp in webps:
-        assert all(f.std() > 1.0 for f in frames_of(webp)), f"{webp.name} has a constant frame"
+    video = frames_of(next(f for f in webps if "view0" in f.name))
+    assert len(video) == 5 and all(f.std() > 1.0 for f in video), "a decoded frame is constant"
+    # The orbit of (random tiny) reconstructed Gaussians: edge-on views of a depth sheet may be
+    # nearly empty, but the video shows the scene and moves.
     orbit = frames_of(next(f for f in webps if "orbit" in f.name))
-    assert len(orbit) == 5 and np.abs(orbit[0] - orbit[-1]).mean() > 0.5, "the orbit does not move"
+    assert len(orbit) == 5 and max(f.std() for f in orbit) > 1.0, "the orbit video is blank"
+    assert np.abs(orbit[0] - orbit[-1]).mean() > 0.5, "the orbit does not move"
     folder = assert_splats_saved(comfy_server, entry, timesteps=5, views=4)
     # Aligned with the capture: the saved cameras are the ones the capture was rendered from (64 x 48,
     # not the reconstructor's working size), and the Gaussians lie in front of them.
@@ -108,9 +108,7 @@ def test_animate_scene_workflow(comfy_server):
 def test_reconstruct_only_workflow(comfy_server):
     from fuse4d.core.cameras import orbit_cameras
     from fuse4d.core.render import render
-    from fuse4d.core.scene import sample_scene
-
-    g = sample_scene(0)
+    g = small_scene()
     cams = orbit_cameras(4, 3.0, 15.0, 60.0, width=56, height=56)
     rgb = render(g, cams).rgb.clamp(0, 1).numpy()
     frames = [Image.fromarray((np.roll(rgb[v], t * 2, axis=1) * 255).astype(np.uint8)) for v in range(4)
@@ -169,11 +167,7 @@ def test_bad_image_count_gives_clear_error(comfy_server):
         "6": {"class_type": "Fuse4DDecode4DGrid", "inputs": {"vae": ["3", 0], "samples": ["5", 0], "views": 0}},
         "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "bad"}},
     }
-    if not (comfy_server.input_dir / "scene.ply").exists():
-        from fuse4d.core.io import write_ply
-        from fuse4d.core.scene import sample_scene
-
-        write_ply(comfy_server.input_dir / "scene.ply", sample_scene(0).to_arrays())
+    write_scene_ply(comfy_server.input_dir / "scene.ply")
     entry = comfy_server.wait(comfy_server.queue(prompt), allow_error=True)
     assert entry["status"]["status_str"] == "error"
     text = str(entry["status"]["messages"])
