@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 
 import comfy.model_management
@@ -163,11 +164,9 @@ class Reconstruct4DGaussians(io.ComfyNode):
         return io.NodeOutput(Animated4D(frames=frames, cameras=predicted, fps=fps, extra=extra))
 
 
-def align_to(frames: list, predicted, known) -> tuple[list, "np.ndarray"]:
+def align_to(frames: list, predicted, known) -> tuple[list, np.ndarray]:
     """The reconstruction (first camera's frame, its own scale) moved into the known cameras' world
     by the similarity between the two camera sets (core.io.align_cameras)."""
-    import numpy as np
-
     from ..core.io import align_cameras
 
     pred = predicted.viewmats.detach().cpu().numpy()

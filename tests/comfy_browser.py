@@ -1,5 +1,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Headless Chromium driven over the DevTools protocol (aiohttp websocket; no browser driver needed)."""
+"""Headless Chromium driven over the DevTools protocol (aiohttp websocket; no browser driver needed),
+and the ComfyUI frontend in it.
+
+`python tests/comfy_browser.py` regenerates the UI-format example workflows
+(`example_workflows/*.json`, what ComfyUI's Templates browser opens) from the API-format ones
+(`example_workflows/api/*.json`, what POST /prompt takes) through the real frontend."""
 from __future__ import annotations
 
 import asyncio
@@ -160,3 +165,66 @@ class Browser:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         shutil.rmtree(self.profile, ignore_errors=True)
+
+
+# --- the ComfyUI frontend ------------------------------------------------------------------------
+APP = "window.comfyAPI.app.app"
+
+
+def open_comfy(browser: Browser, url: str, timeout: float = 150) -> None:
+    """Load the ComfyUI page and wait until the app is up, our extension loaded and the node
+    definitions registered."""
+    browser.navigate(url + "/")
+    browser.wait_for(f"window.comfyAPI && window.comfyAPI.app && {APP}.graph && window.Fuse4DPlayer"
+                     " && window.LiteGraph && LiteGraph.registered_node_types['Fuse4DSave4DSplats']",
+                     timeout=timeout)
+
+
+def api_to_ui(browser: Browser, api: dict, name: str = "workflow.json") -> dict:
+    """An API-format workflow loaded into the frontend (its own loadApiJson) and saved as a graph."""
+    return browser.evaluate(f"""(async () => {{
+        await {APP}.loadApiJson({json.dumps(api)}, {json.dumps(name)});
+        return {APP}.graph.serialize();
+    }})()""", timeout=60)
+
+
+def ui_to_prompt(browser: Browser, ui: dict, name: str = "workflow.json") -> dict:
+    """A UI-format workflow opened as the Templates browser does (loadGraphData), then turned into
+    the prompt the frontend would queue (graphToPrompt)."""
+    return browser.evaluate(f"""(async () => {{
+        await {APP}.loadGraphData({json.dumps(ui)}, true, true, {json.dumps(name)});
+        return (await {APP}.graphToPrompt()).output;
+    }})()""", timeout=60)
+
+
+def export_ui_workflows() -> list:
+    import tempfile as _tempfile
+    from pathlib import Path
+
+    from comfy_runtime import REPO, ComfyServer, ensure_comfyui, link_custom_node
+
+    ensure_comfyui()
+    base = Path(_tempfile.mkdtemp(prefix="fuse4d-export-"))
+    link_custom_node(base, "fuse4d", REPO)
+    server = ComfyServer(base, free_port()).start()
+    browser = Browser()
+    written = []
+    try:
+        open_comfy(browser, server.url)
+        for api_path in sorted((REPO / "example_workflows" / "api").glob("*.json")):
+            ui = api_to_ui(browser, json.loads(api_path.read_text()), api_path.name)
+            ui["id"] = "00000000-0000-0000-0000-000000000000"  # stable across regenerations
+            ui.get("extra", {}).pop("ds", None)  # the canvas view of this session
+            out = REPO / "example_workflows" / api_path.name
+            out.write_text(json.dumps(ui, indent=1) + "\n")
+            written.append(out)
+    finally:
+        browser.close()
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    return written
+
+
+if __name__ == "__main__":
+    for path in export_ui_workflows():
+        print(path)

@@ -13,7 +13,7 @@ import pytest
 
 from comfy_runtime import CACHE, REPO, ComfyServer, ensure_comfyui, free_port, link_custom_node, run_with_comfy_path
 
-WORKFLOWS = REPO / "example_workflows"
+WORKFLOWS = REPO / "example_workflows" / "api"  # API format (POST /prompt); the UI format is one up
 TINY_DIR = CACHE / "comfy_tiny_models"
 TEST_NODES = Path(__file__).resolve().parent / "comfy_test_nodes"
 RECON_WEIGHTS = "fuse4d_tiny_recon.safetensors"

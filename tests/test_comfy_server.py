@@ -7,10 +7,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image, ImageSequence
 
-from conftest_comfy import comfy_server, load_workflow, small_scene, swap_tiny, write_scene_ply  # noqa: F401
+from conftest_comfy import WORKFLOWS, comfy_server, load_workflow, small_scene, swap_tiny, write_scene_ply  # noqa: F401
 
 EXPECTED_NODES = {
     "Fuse4DFusedViewTimeAttention", "Fuse4DEmpty4DLatent", "Fuse4DReferenceFrames", "Fuse4DDecode4DGrid",
@@ -58,6 +57,9 @@ def test_object_info_lists_every_node(comfy_server):
     kind, spec = recon["input"]["required"]["weights"][:2]
     options = spec["options"] if kind == "COMBO" else kind
     assert f"fuse4d/{comfy_server.tiny['fuse4d']}" in options
+    # the example workflows are offered in ComfyUI's Templates browser
+    templates = comfy_server.get_json("/workflow_templates")
+    assert sorted(templates.get("fuse4d", [])) == sorted(p.stem for p in WORKFLOWS.glob("*.json"))
 
 
 def test_text_to_4d_workflow(comfy_server):
@@ -208,9 +210,10 @@ def _coverage(image: np.ndarray) -> float:
 
 
 def test_4d_player_in_headless_chromium(comfy_server):
-    """The real ComfyUI frontend: load the workflow, queue it from the page, and the Save 4D Splats node
-    shows the player; a screenshot of it is not blank, and a click on the time slider changes it."""
-    from comfy_browser import Browser, ensure_chromium
+    """The real ComfyUI frontend: the UI-format example workflows open and queue what the API-format
+    ones say; then load a workflow, queue it from the page, and the Save 4D Splats node shows the
+    player; a screenshot of it is not blank, and a click on the time slider changes it."""
+    from comfy_browser import Browser, ensure_chromium, open_comfy, ui_to_prompt
 
     ensure_chromium()  # Debian's chromium, installed at test time when missing (as root)
     _moving_sequence(comfy_server.input_dir / "player_seq")
@@ -221,11 +224,16 @@ def test_4d_player_in_headless_chromium(comfy_server):
     browser = Browser()
     shots = comfy_server.base
     try:
-        browser.navigate(comfy_server.url + "/")
-        # The app is up once our extension loaded and the node definitions are registered.
-        browser.wait_for("window.comfyAPI && window.comfyAPI.app && window.comfyAPI.app.app.graph"
-                         " && window.Fuse4DPlayer && window.LiteGraph"
-                         " && LiteGraph.registered_node_types['Fuse4DSave4DSplats']", timeout=150)
+        open_comfy(browser, comfy_server.url)
+        # The UI-format example workflows (what the Templates browser opens) are the API-format ones.
+        for api_path in sorted(WORKFLOWS.glob("*.json")):
+            api = json.loads(api_path.read_text())
+            ui = json.loads((WORKFLOWS.parent / api_path.name).read_text())
+            queued = ui_to_prompt(browser, ui, api_path.name)
+            assert sorted(queued) == sorted(api), f"{api_path.name}: other nodes in the UI workflow"
+            for nid, node in api.items():
+                assert (queued[nid]["class_type"], queued[nid]["inputs"]) == (node["class_type"], node["inputs"]), \
+                    f"{api_path.name}: node {nid} ({node['class_type']}) differs between the UI and API files"
         browser.evaluate(f"""(async () => {{
             const app = window.comfyAPI.app.app;
             await app.loadApiJson({json.dumps(_player_prompt())}, "fuse4d_player_test.json");
