@@ -145,7 +145,7 @@ class ComfyBindings:
     prompt: tuple[str, str] | None = None
     output_node: str | None = None
     source: tuple[str, str] | None = None  # where the uploaded source.ply goes (e.g. a Load Splat node)
-    views: tuple[str, str] | None = None  # where the view count goes
+    views: list[tuple[str, str]] = field(default_factory=list)  # where the view count goes (every such node)
 
     @staticmethod
     def from_dict(d: dict) -> "ComfyBindings":
@@ -153,7 +153,15 @@ class ComfyBindings:
         return ComfyBindings([str(n) for n in d.get("image_nodes", [])], d.get("image_input", "image"),
                              pair(d.get("cameras")), pair(d.get("frames")), pair(d.get("prompt")),
                              str(d["output_node"]) if d.get("output_node") is not None else None,
-                             pair(d.get("source")), pair(d.get("views")))
+                             pair(d.get("source")), _pairs(d.get("views")))
+
+
+def _pairs(value) -> list[tuple[str, str]]:
+    """One {"node", "input"} binding or a list of them."""
+    if not value:
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [(str(v["node"]), str(v["input"])) for v in items]
 
 
 def load_workflow_template(path: str | os.PathLike) -> tuple[dict, ComfyBindings]:
@@ -189,13 +197,31 @@ def bind_workflow(workflow: dict, bindings: ComfyBindings, images: list[str], jo
         put(*bindings.frames, int(job["frames"]))
     if bindings.prompt:
         put(*bindings.prompt, job.get("prompt", ""))
-    if bindings.views:
-        put(*bindings.views, len(job["cameras"]))
+    for node, name in bindings.views:
+        put(node, name, len(job["cameras"]))
     if bindings.source:
         if source is None:
             raise ValueError("the workflow wants the source splats but none were uploaded")
         put(*bindings.source, source)
     return wf
+
+
+def output_files(outputs: dict, nodes: list[str]) -> list[tuple[str, str, str]]:
+    """(filename, subfolder, type) of what the given nodes saved: image-style entries
+    ({"filename", ...}) and Save 4D Splats' sequence entries ({"subfolder", "manifest", "files"})."""
+    found = []
+    for node in nodes:
+        for value in outputs.get(node, {}).values():
+            for item in value if isinstance(value, list) else []:
+                if not isinstance(item, dict):
+                    continue
+                where = (str(item.get("subfolder", "")), str(item.get("type", "output")))
+                if "filename" in item:
+                    found.append((str(item["filename"]), *where))
+                elif isinstance(item.get("files"), list):
+                    names = ([item["manifest"]] if item.get("manifest") else []) + list(item["files"])
+                    found += [(str(n), *where) for n in names]
+    return found
 
 
 class ComfyUIBackend(Backend):
@@ -277,19 +303,15 @@ class ComfyUIBackend(Backend):
                 self.status.state, self.status.message = "failed", f"{type(exc).__name__}: {exc}"
 
     def _download(self, outputs: dict, folder: Path) -> None:
-        nodes = [self.bindings.output_node] if self.bindings.output_node else list(outputs)
-        files = [item for node in nodes for value in outputs.get(node, {}).values() if isinstance(value, list)
-                 for item in value if isinstance(item, dict) and "filename" in item]
+        files = output_files(outputs, [self.bindings.output_node] if self.bindings.output_node else list(outputs))
         if not files:
             raise RuntimeError("ComfyUI finished but the output node produced no files")
         tmp = folder.with_name(folder.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        for item in files:
-            query = urllib.parse.urlencode({"filename": item["filename"], "subfolder": item.get("subfolder", ""),
-                                            "type": item.get("type", "output")})
-            name = Path(item["filename"]).name
-            (tmp / name).write_bytes(self._request(f"/view?{query}"))
+        for name, subfolder, kind in files:
+            query = urllib.parse.urlencode({"filename": name, "subfolder": subfolder, "type": kind})
+            (tmp / Path(name).name).write_bytes(self._request(f"/view?{query}"))
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
 

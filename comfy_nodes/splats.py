@@ -199,17 +199,40 @@ class RenderFrozenTimeViews(io.ComfyNode):
                 io.Float.Input("elevation_deg", default=15.0, min=-89.0, max=89.0),
                 io.Float.Input("arc_deg", default=60.0, min=0.0, max=360.0),
                 io.Float.Input("fov_deg", default=50.0, min=5.0, max=150.0),
+                io.String.Input("cameras_json", default="", multiline=True, optional=True,
+                                tooltip="optional: a JSON list of cameras (OpenCV world-to-camera 'viewmat', "
+                                        "'K', 'width', 'height') to render from instead of the orbit, e.g. a "
+                                        "Blender rig; images are rendered at width x height"),
             ],
             outputs=[io.Image.Output(display_name="images"), Cameras4D.Output(display_name="cameras")],
         )
 
     @classmethod
-    def execute(cls, splat, views, width, height, radius, elevation_deg, arc_deg, fov_deg) -> io.NodeOutput:
+    def execute(cls, splat, views, width, height, radius, elevation_deg, arc_deg, fov_deg,
+                cameras_json: str = "") -> io.NodeOutput:
         g = to_core_gaussians(splat)
-        centre, extent = scene_frame(g)
-        cams = orbit_cameras(views, radius or 2.2 * extent, elevation_deg, arc_deg, target=centre.tolist(),
-                             fov_deg=fov_deg, width=width, height=height)
-        return io.NodeOutput(render_images(g, cams, Steps(views)), cams)
+        if cameras_json and cameras_json.strip():
+            cams = cameras_from_json(cameras_json, width, height)
+        else:
+            centre, extent = scene_frame(g)
+            cams = orbit_cameras(views, radius or 2.2 * extent, elevation_deg, arc_deg, target=centre.tolist(),
+                                 fov_deg=fov_deg, width=width, height=height)
+        return io.NodeOutput(render_images(g, cams, Steps(len(cams))), cams)
+
+
+def cameras_from_json(text: str, width: int, height: int) -> Cameras:
+    """Cameras given as JSON (the sequence manifest's / the Blender job's entries), resized to
+    width x height."""
+    from ..core.animate import scaled_cameras
+    from ..core.cameras import cameras_from_dicts
+
+    try:
+        items = json.loads(text)
+        cams = cameras_from_dicts(items)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"cameras_json must be a JSON list of cameras with viewmat, K, width and height ({exc})") \
+            from None
+    return scaled_cameras(cams, width, height)
 
 
 class Render4D(io.ComfyNode):

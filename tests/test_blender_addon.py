@@ -6,6 +6,7 @@ import sys
 import textwrap
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from plyfile import PlyData, PlyElement  # noqa: E402
 from conftest import random_arrays  # noqa: E402
 from fuse4d.blender_addon import build  # noqa: E402
 from fuse4d.core.io import Sequence4D, read_ply, write_sequence  # noqa: E402
+from conftest_comfy import comfy_server  # noqa: E402,F401 (fixture: the session's real ComfyUI server)
 
 PKG = "fuse4d_blender_under_test"
 
@@ -334,3 +336,88 @@ def test_zip_installs_as_a_blender_extension(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "POINTS 50" in out.stdout
+
+
+# --- the real back ends: `fuse4d animate-scene` with the shipped models, and a real ComfyUI -------
+
+def sample_capture(tmp_path):
+    """The bundled captured scene as a splat object (thinned: Blender renders its views on the CPU)."""
+    from fuse4d.core.scene import sample_scene
+
+    for o in list(bpy.data.objects):
+        bpy.data.objects.remove(o)
+    from fuse4d.core.io import write_ply
+
+    write_ply(tmp_path / "capture.ply", sample_scene(0)[::4].to_arrays())
+    obj = sub("importer").import_ply(tmp_path / "capture.ply", name="capture")
+    obj.location = (0.5, -1.0, 0.2)
+    obj.scale = (2.0, 2.0, 2.0)
+    bpy.context.view_layer.update()
+    bpy.context.scene.fuse4d.source = obj
+    assert bpy.ops.fuse4d.create_rig(views=3, arc=60.0) == {"FINISHED"}
+    return obj
+
+
+def assert_result_in_source_world(result, source, timesteps):
+    assert result["fuse4d_timesteps"] == timesteps
+    # The back end answered in the job's world (the source's data space): no extra alignment needed.
+    np.testing.assert_allclose(np.array(result.matrix_world), np.array(source.matrix_world), atol=1e-4)
+    start = bpy.context.scene.frame_current
+    sizes = []
+    for t in range(timesteps):
+        bpy.context.scene.frame_set(start + t)
+        sizes.append(len(evaluated_points(result)))
+    assert min(sizes) > 0 and len(set(sizes)) == 1
+
+
+def test_animate_with_the_real_cli_and_the_shipped_models(addon, tmp_path):
+    source = sample_capture(tmp_path)
+    before = {o.name for o in bpy.data.objects}
+    backend = sub("backends").LocalCLIBackend(sys.executable, extra_args=["--steps", "2"])
+    job = sub("animate").AnimateJob(source, backend, tmp_path / "job", frames=4, fps=6.0, width=48, height=48,
+                                    samples=2)
+    assert run_job(job, limit=6000) == "DONE", job.message + "\n" + "\n".join(backend.status.log[-20:])
+    assert any(line.startswith("progress ") for line in backend.status.log)
+    assert {o.name for o in bpy.data.objects} - before == {job.result.name}
+    assert_result_in_source_world(job.result, source, 4)
+
+
+def comfy_template(server, steps=2):
+    from conftest_comfy import swap_tiny
+
+    backends = sub("backends")
+    workflow, bindings = backends.load_workflow_template(Path(backends.__file__).with_name("comfy_workflow.json"))
+    return swap_tiny(workflow, server, steps=steps), bindings
+
+
+def test_animate_through_a_real_comfyui_server(comfy_server, addon, tmp_path):
+    source = sample_capture(tmp_path)
+    workflow, bindings = comfy_template(comfy_server)
+    backend = sub("backends").ComfyUIBackend(comfy_server.url, workflow, bindings, poll_interval=0.2)
+    job = sub("animate").AnimateJob(source, backend, tmp_path / "job", frames=5, width=48, height=48, samples=2)
+    assert run_job(job, limit=6000) == "DONE", job.message + "\n" + comfy_server.log_tail()
+    assert_result_in_source_world(job.result, source, 5)
+
+
+def test_cancelling_a_real_comfyui_run_leaves_the_scene_unchanged(comfy_server, addon, tmp_path):
+    source = sample_capture(tmp_path)
+    workflow, bindings = comfy_template(comfy_server, steps=400)  # long enough to be cancelled mid-run
+    backend = sub("backends").ComfyUIBackend(comfy_server.url, workflow, bindings, poll_interval=0.2)
+    before = scene_snapshot()
+    job = sub("animate").AnimateJob(source, backend, tmp_path / "job", frames=5, width=48, height=48, samples=2)
+    for _ in range(6000):
+        job.step()
+        if job.state == "WAIT" and backend.prompt_id and comfy_server.is_running(backend.prompt_id):
+            break
+        time.sleep(0.05)
+    assert job.state == "WAIT"
+    job.cancel()
+    assert job.state == "CANCELLED" and scene_snapshot() == before
+    comfy_server.wait(backend.prompt_id, allow_error=True)  # interrupted, not finished
+    assert not (tmp_path / "job" / "result").exists()
+    # The server is free again and serves the next job.
+    workflow, bindings = comfy_template(comfy_server)
+    again = sub("animate").AnimateJob(source, sub("backends").ComfyUIBackend(comfy_server.url, workflow, bindings,
+                                                                             poll_interval=0.2),
+                                      tmp_path / "job2", frames=5, width=48, height=48, samples=2)
+    assert run_job(again, limit=6000) == "DONE", again.message
