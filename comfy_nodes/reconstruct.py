@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import torch
 
 import comfy.model_management
@@ -158,28 +157,12 @@ class Reconstruct4DGaussians(io.ComfyNode):
         predicted = predicted.to("cpu")
         extra = {"reconstructor": reconstructor.name}
         if cameras is not None:
-            frames, align = align_to(frames, predicted, cameras)
+            from ..core.animate import align_frames
+
+            frames, align = align_frames(frames, predicted, cameras)
             predicted = cameras
             extra["alignment"] = align.tolist()
         return io.NodeOutput(Animated4D(frames=frames, cameras=predicted, fps=fps, extra=extra))
-
-
-def align_to(frames: list, predicted, known) -> tuple[list, np.ndarray]:
-    """The reconstruction (first camera's frame, its own scale) moved into the known cameras' world
-    by the similarity between the two camera sets (core.io.align_cameras)."""
-    from ..core.io import align_cameras
-
-    pred = predicted.viewmats.detach().cpu().numpy()
-    known_mats = known.viewmats.detach().cpu().numpy()
-    if not _well_spread(predicted, frames[0]):
-        # Predicted cameras (nearly) on top of each other: a similarity fit to them is meaningless
-        # (any scale fits); align by the first camera's pose alone (rigid, the reconstructor's scale).
-        pred, known_mats = pred[:1], known_mats[:1]
-    align = align_cameras(pred, known_mats)
-    scale = float(np.cbrt(np.linalg.det(align[:3, :3])))
-    rotation = torch.from_numpy(align[:3, :3] / scale).float()
-    translation = torch.from_numpy(align[:3, 3]).float()
-    return [g.transform(rotation, translation, scale) for g in frames], align
 
 
 def _progress(steps: Steps):
@@ -189,13 +172,3 @@ def _progress(steps: Steps):
 
     return tick
 
-
-def _well_spread(cameras, gaussians) -> bool:
-    """Whether the camera centres span a plane at a size comparable to the scene (so that scale and
-    rotation between two camera sets are determined)."""
-    if len(cameras) < 3:
-        return False
-    centres = cameras.centers.detach().double()
-    spread = torch.linalg.svdvals(centres - centres.mean(0))
-    scene = float((gaussians.means.detach().double() - centres[0]).norm(dim=-1).median())
-    return bool(spread[1] > 1e-2 * spread[0] and spread[0] > 1e-3 * max(scene, 1e-12))
