@@ -26,12 +26,14 @@ import torch.nn.functional as F
 from .projection import Projected
 
 TILE = 16
-CHUNK = 64           # Gaussians composited per step in every tile
+CHUNK = 64           # Gaussians composited per step in every tile (of a full batch of tiles)
 TILE_BATCH = 256     # tiles per tensor op: bounds working memory at TILE_BATCH*CHUNK*256 values
+MAX_CHUNK = 1024     # small images have few tiles: longer chunks keep each op's size (and fewer steps)
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.999    # gsplat's CUDA kernels clamp at 0.999 (the INRIA rasterizer uses 0.99)
 T_MIN = 1e-4         # transmittance at which a pixel is finished
 _PAD_LOGIT = -1e4    # exponent of the padding pair: alpha exactly 0
+_EXP_FLOOR = -20.0   # e^-20 = 2e-9, far below ALPHA_MIN: same alphas, no denormal arithmetic
 # `threshold` keeps x > cut; gsplat keeps alpha >= 1/255, so the cut sits just below 1/255
 # (in float32 it rounds back to 1/255: only alpha == 1/255 exactly differs).
 _ALPHA_CUT = math.nextafter(ALPHA_MIN, 0.0)
@@ -90,7 +92,9 @@ def _pair_table(tile_of_pair: torch.Tensor, counts: torch.Tensor) -> torch.Tenso
 
 def _chunk_alpha(rows: torch.Tensor, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """rows [B,K,6] -> (opacity * Gaussian value g, clamped and thresholded alpha), both [B,P,K]."""
-    g = torch.exp(feats @ rows.transpose(1, 2))
+    # Clamped from below: exponents of far pairs (and of the padding) would give exp values in the
+    # slow denormal range; anything below e^-20 is thresholded to alpha 0 anyway.
+    g = torch.exp((feats @ rows.transpose(1, 2)).clamp_(min=_EXP_FLOOR))
     return g, F.threshold(g.clamp(max=ALPHA_MAX), _ALPHA_CUT, 0.0)
 
 
@@ -105,15 +109,18 @@ def _chunk_weights(alpha: torch.Tensor, T0: torch.Tensor, done: torch.Tensor):
 
 
 def _chunks(table: torch.Tensor, counts: torch.Tensor):
-    """Yield (tile ids, first slot) of every tile batch in compositing order (front to back)."""
+    """Yield (tile ids, first slot, length) of every chunk of every tile batch, front to back. The
+    length grows when a batch has few tiles, so that small images do not pay per-step overhead
+    thousands of times (the working set stays at about TILE_BATCH * CHUNK pairs per step)."""
     n_tiles = table.shape[0]
     for g0 in range(0, n_tiles, TILE_BATCH):
         tiles = torch.arange(g0, min(g0 + TILE_BATCH, n_tiles), device=table.device)
         tiles = tiles[counts[tiles] > 0]
         if tiles.numel() == 0:
             continue
-        for begin in range(0, int(counts[tiles].max()), CHUNK):
-            yield tiles[counts[tiles] > begin], begin
+        length = min(MAX_CHUNK, CHUNK * max(1, TILE_BATCH // len(tiles)))
+        for begin in range(0, int(counts[tiles].max()), length):
+            yield tiles[counts[tiles] > begin], begin, length
 
 
 # The last value channel is a constant 1, so the accumulated weights (the pixel's alpha = 1 - T)
@@ -128,17 +135,17 @@ class _Composite(torch.autograd.Function):
         accum = coef.new_zeros(n_tiles, P, ch)
         done = torch.zeros(n_tiles, P, 1, dtype=torch.bool, device=coef.device)
         saved = []
-        for tiles, begin in _chunks(table, counts):
+        for tiles, begin, length in _chunks(table, counts):
             done0 = done[tiles]
             live = ~done0.all(1).squeeze(-1)                 # tiles finished everywhere stop
             if not bool(live.all()):
                 tiles, done0 = tiles[live], done0[live]
                 if tiles.numel() == 0:
                     continue
-            idx = table[tiles, begin:begin + CHUNK]
+            idx = table[tiles, begin:begin + length]
             acc0 = accum[tiles]
             T0 = 1 - acc0[..., -1:]
-            saved.append((tiles, begin, T0, done0))
+            saved.append((tiles, begin, length, T0, done0))
             _, alpha = _chunk_alpha(coef[idx], feats)
             w, T_before = _chunk_weights(alpha, T0, done0)
             accum[tiles] = acc0 + w @ values[idx]
@@ -155,8 +162,8 @@ class _Composite(torch.autograd.Function):
         #   d/dalpha_i sum_j <G, v_j> w_j = <G, v_i> T_i - sum_{j>i} <G, v_j> w_j / (1 - alpha_i).
         # Chunks are visited back to front; `suffix` holds the sum over all later chunks.
         suffix = grad_accum.new_zeros(table.shape[0], feats.shape[0], 1)
-        for tiles, begin, T0, done0 in reversed(ctx.saved):
-            idx = table[tiles, begin:begin + CHUNK]
+        for tiles, begin, length, T0, done0 in reversed(ctx.saved):
+            idx = table[tiles, begin:begin + length]
             g, alpha = _chunk_alpha(coef[idx], feats)
             w, T_before = _chunk_weights(alpha, T0, done0)
             G = grad_accum[tiles]                                  # [B, P, ch]
@@ -180,11 +187,11 @@ def _composite_autograd(coef, values, table, counts, feats):
     n_tiles, P, ch = table.shape[0], feats.shape[0], values.shape[1]
     accum = coef.new_zeros(n_tiles, P, ch)
     done = torch.zeros(n_tiles, P, 1, dtype=torch.bool, device=coef.device)
-    for tiles, begin in _chunks(table, counts):
+    for tiles, begin, length in _chunks(table, counts):
         tiles = tiles[~done[tiles].all(1).squeeze(-1)]
         if tiles.numel() == 0:
             continue
-        idx = table[tiles, begin:begin + CHUNK]
+        idx = table[tiles, begin:begin + length]
         acc0 = accum[tiles]
         _, alpha = _chunk_alpha(coef[idx], feats)
         w, T_before = _chunk_weights(alpha, 1 - acc0[..., -1:], done[tiles])
