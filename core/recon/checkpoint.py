@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from .config import VGGTConfig, full
-from .weights import WeightsError
+from .weights import WeightsError, read_header
 
 # keys whose shapes tell a VGGT-1B checkpoint (and their shapes in it)
 VGGT_1B_SHAPES = {
@@ -32,21 +32,8 @@ class FileInfo:
 
 
 def inspect(path: str | Path) -> FileInfo:
-    path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"{path}: weights file not found")
-    if path.suffix in (".pt", ".pth", ".bin"):
-        raise WeightsError(f"{path}: pickled checkpoints are not read directly; convert it once with "
-                           f"`fuse4d.core.recon.weights.convert({str(path)!r}, 'model.safetensors')`")
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except Exception as exc:  # safetensors raises its own error types
-        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
-    return FileInfo(path, metadata, shapes)
+    metadata, shapes = read_header(path)
+    return FileInfo(Path(path), metadata, shapes)
 
 
 def stored_config(info: FileInfo) -> VGGTConfig | None:

@@ -8,6 +8,8 @@ reconstructor predicts in): viewmat_rel = viewmat @ inv(viewmat_0).
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..cameras import Cameras, cameras_from_dicts
-from ..synthetic import SyntheticConfig, make_scene, read_grid
+from ..synthetic import SyntheticConfig, make_scene, read_grid, rig_cameras
 
 # Held-out evaluation scenes use seeds from here on, disjoint from any training seed below it.
 EVAL_SEED_BASE = 1_000_000
@@ -45,22 +47,67 @@ def relative_to_first(cameras: Cameras, first_viewmat: torch.Tensor) -> Cameras:
     return Cameras(viewmats, cameras.Ks.clone(), cameras.width, cameras.height)
 
 
-class SyntheticSource:
-    """Scenes made by `make_scene(seed, cfg)`; the same seed always gives the same sample."""
+@torch.no_grad()
+def scene_depth(frames, cameras: Cameras) -> torch.Tensor:
+    """Ground-truth depth [V, T, H, W] (camera z; 0 where nothing opaque is hit) of synthetic frames."""
+    from ..render import render
 
-    def __init__(self, cfg: SyntheticConfig, cache_size: int = 256):
+    depths = []
+    for g in frames:
+        out = render(g, cameras)
+        depths.append(torch.where(out.alpha[..., 0] > 0.5, out.depth[..., 0], torch.zeros(())))
+    return torch.stack(depths, 1)
+
+
+class SyntheticSource:
+    """Scenes made by `make_scene(seed, cfg)`; the same seed always gives the same sample. `depth`
+    adds the ground-truth depth of the input views. `cache_dir` keeps made scenes on disk (keyed by
+    the config), so resumed runs and sibling runs (ablation variants) do not make them again."""
+
+    def __init__(self, cfg: SyntheticConfig, cache_size: int = 256, cache_dir: str | Path | None = None,
+                 depth: bool = False):
         self.cfg = cfg
         self.cache_size = cache_size
+        self.depth = depth
+        self.cache_dir = Path(cache_dir) if cache_dir else None
         self._cache: dict[int, Sample] = {}
+        cams, held = rig_cameras(cfg)
+        v0 = cams.viewmats[0]
+        self._cameras, self._heldout = relative_to_first(cams, v0), relative_to_first(held, v0)
+        text = json.dumps(dataclasses.asdict(cfg), sort_keys=True) + "|v1"
+        self._key = hashlib.sha1(text.encode()).hexdigest()[:12]
+
+    def _path(self, seed: int) -> Path | None:
+        return None if self.cache_dir is None else self.cache_dir / f"synth_{self._key}_{seed:08d}.safetensors"
+
+    def _make(self, seed: int) -> dict[str, torch.Tensor]:
+        path = self._path(seed)
+        if path is not None and path.is_file():
+            from safetensors.torch import load_file
+
+            tensors = load_file(str(path))
+            if not self.depth or "depth" in tensors:
+                return tensors
+        scene = make_scene(seed, self.cfg)
+        tensors = {"images": scene.images.contiguous(), "heldout_images": scene.heldout_images.contiguous()}
+        if self.depth:
+            tensors["depth"] = scene_depth(scene.frames, scene.cameras).contiguous()
+        if path is not None:
+            from safetensors.torch import save_file
+
+            from ..io import atomic_output
+
+            with atomic_output(path) as tmp:
+                save_file(tensors, str(tmp))
+        return tensors
 
     def get(self, seed: int) -> Sample:
         if seed not in self._cache:
             if len(self._cache) >= self.cache_size:
                 self._cache.pop(next(iter(self._cache)))
-            scene = make_scene(seed, self.cfg)
-            v0 = scene.cameras.viewmats[0]
-            self._cache[seed] = Sample(scene.images, scene.heldout_images, relative_to_first(scene.cameras, v0),
-                                       relative_to_first(scene.heldout, v0), tuple(self.cfg.background), seed)
+            t = self._make(seed)
+            self._cache[seed] = Sample(t["images"], t["heldout_images"], self._cameras, self._heldout,
+                                       tuple(self.cfg.background), seed, t.get("depth") if self.depth else None)
         return self._cache[seed]
 
 
@@ -127,9 +174,12 @@ def read_grid_named(folder: Path, prefix: str) -> torch.Tensor:
                         for v in range(V)])
 
 
-def make_source(data: str, synth: SyntheticConfig):
-    """'synthetic' -> scenes made on the fly; anything else is a dataset folder."""
-    return SyntheticSource(synth) if data == "synthetic" else FolderSource(data, synth.background)
+def make_source(data: str, synth: SyntheticConfig, cache_dir: str | Path | None = None, depth: bool = False):
+    """'synthetic' -> scenes made on the fly (with ground-truth depth if `depth`); anything else is a
+    dataset folder."""
+    if data == "synthetic":
+        return SyntheticSource(synth, cache_dir=cache_dir, depth=depth)
+    return FolderSource(data, synth.background)
 
 
 def shard(seeds: list[int], rank: int, world: int) -> list[int]:

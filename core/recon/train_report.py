@@ -33,11 +33,11 @@ def loss_summary(losses: list[float], static_steps: int, points: int = 20) -> di
 def score_models(model: torch.nn.Module, cfg, scenes: int | None = None, progress: bool = True) -> dict:
     """Held-out PSNR of: the trained model, the trained model without its Gaussian head (analytic), the
     untrained model (step 0: a zero Gaussian head, i.e. analytic). Same held-out scenes for all."""
-    from .train import build_model, evaluate
+    from .train import build_model, evaluate, scene_cache
     from .train_data import SyntheticSource
 
     scenes = scenes or cfg.eval_scenes
-    source = SyntheticSource(cfg.synth, cache_size=scenes)
+    source = SyntheticSource(cfg.synth, cache_size=scenes, cache_dir=scene_cache(cfg))
     device = next(model.parameters()).device
     kwargs = dict(synth=cfg.synth, scenes=scenes, source=source, progress=progress)
     scores = {"trained": evaluate(model, **kwargs),
@@ -64,6 +64,7 @@ def export_trained(model: torch.nn.Module, cfg, path: str | Path, result: dict, 
         "train_config": cfg.to_json(),
         "steps": int(result["step"]),
         "train_seconds": round(float(result.get("seconds", 0.0)), 1),
+        "train_cpu_seconds": round(float(result.get("cpu_seconds", 0.0)), 1),
         "eval_seconds": round(eval_seconds, 1),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -42,17 +42,23 @@ def _list(keys, n: int = 20) -> str:
     return ", ".join(keys[:n]) + more
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
+def _check_path(path: Path) -> None:
     if not path.exists():
         raise WeightsError(f"{path}: weights file not found")
     if path.suffix in (".pt", ".pth", ".bin"):
         raise WeightsError(f"{path}: pickled checkpoints are not read directly; convert it once with "
                            f"`fuse4d.core.recon.weights.convert({str(path)!r}, 'model.safetensors')`")
-    from safetensors.torch import load_file
+
+
+def read_header(path: str | Path) -> tuple[dict, dict[str, tuple[int, ...]]]:
+    """(metadata, {key: shape}) of a safetensors file, without reading any tensor."""
+    path = Path(path)
+    _check_path(path)
+    from safetensors import safe_open
 
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {}), {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as exc:  # safetensors raises its own error types
         raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
 
@@ -75,17 +81,18 @@ def convert(src: str | Path, dst: str | Path) -> Path:
 
 
 def load_vggt_weights(model: torch.nn.Module, path: str | Path, strict_additions: bool = False) -> LoadReport:
-    """Load a VGGT(-compatible) safetensors file into `model` (values cast to the model's dtype)."""
+    """Load a VGGT(-compatible) safetensors file into `model` (values cast to the model's dtype).
+    Tensors are read one at a time, so loading VGGT-1B needs little memory beyond the model."""
     model = getattr(model, "module", model)
-    state = read_state_dict(path)
+    _, state = read_header(path)                                   # key -> shape
     own = model.state_dict()
     unused = [k for k in state if k not in own and k.startswith(UNUSED_PREFIXES)]
     unexpected = [k for k in state if k not in own and not k.startswith(UNUSED_PREFIXES)]
     absent = [k for k in own if k not in state]
     added = [k for k in absent if k.startswith(ADDED_PREFIXES) and not strict_additions]
     missing = [k for k in absent if k not in added]
-    misshaped = [f"{k} file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                 for k in state if k in own and state[k].shape != own[k].shape]
+    misshaped = [f"{k} file {state[k]} vs model {tuple(own[k].shape)}"
+                 for k in state if k in own and state[k] != tuple(own[k].shape)]
     if missing or unexpected or misshaped:
         parts = [f"{path}: does not fit this model"]
         if missing:
@@ -95,10 +102,12 @@ def load_vggt_weights(model: torch.nn.Module, path: str | Path, strict_additions
         if misshaped:
             parts.append(f"mis-shaped {len(misshaped)}: {_list(misshaped)}")
         raise WeightsError("\n  ".join(parts))
-    with torch.no_grad():
-        for k, v in state.items():
+    from safetensors import safe_open
+
+    with torch.no_grad(), safe_open(str(path), framework="pt") as f:
+        for k in state:
             if k in own:
-                own[k].copy_(v)
+                own[k].copy_(f.get_tensor(k))
     report = LoadReport(str(path), loaded=len(state) - len(unused), unused=sorted(unused),
                         added_kept_init=sorted(added))
     if unused:
