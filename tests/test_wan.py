@@ -18,7 +18,7 @@ from fuse4d.core.wan.keys import (WAN21_T2V_1_3B, WAN22_TI2V_5B, WAN_TINY, WanCo
 from fuse4d.core.wan.lora import add_lora, merge_lora
 from fuse4d.core.wan.model_io import VideoModelConfig
 from fuse4d.core.wan.pipeline import Generate4DConfig, generate_4d
-from fuse4d.core.wan.trainer import smoke_config, tiny_config, train_video
+from fuse4d.core.wan.trainer import smoke_config, train_video
 
 
 @pytest.fixture(scope="module")
@@ -412,3 +412,40 @@ def test_channel_conditioning_and_reference_residual_sampling():
     assert torch.equal(out.frames[:, 0], row)
     # an untrained residual model keeps the scene as given: every frame is its view's t = 0 frame
     assert torch.allclose(out.frames, row[:, None].expand_as(out.frames), atol=1.5 / 255)
+
+
+# ---------------------------------------------------------------- the shipped tiny model
+
+def test_shipped_tiny_model_loads_and_reproduces_its_record():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as recorded; on a shared machine 2 threads can be 10x slower
+    try:
+        _check_shipped_tiny_model()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_shipped_tiny_model():
+    import json
+
+    from fuse4d.core.wan.evaluate import evaluate_video_model
+    from fuse4d.core.wan.export_tiny import check_config, check_scenes
+    from fuse4d.core.wan.tiny import TINY_VIDEO_DIR, animate_frozen_time, load_tiny_video_model
+
+    record = json.loads((TINY_VIDEO_DIR / "record.json").read_text())
+    assert (TINY_VIDEO_DIR / "model.safetensors").stat().st_size <= 15 * 2 ** 20
+    model, config, codec = load_tiny_video_model()
+    assert config.attention == "fused" and record["model_config"] == config.to_dict()
+    # 2 held-out scenes (their ground truth ships beside the weights), 4 sampling steps, frozen-time row
+    got = evaluate_video_model(model, config, codec, check_config(config.extra), scenes=check_scenes(TINY_VIDEO_DIR))
+    want = record["check"]
+    assert abs(got["psnr"] - want["psnr"]) < 0.05 and abs(got["ssim"] - want["ssim"]) < 0.002, (got, want)
+    assert got["motion"] > 0.3 * got["true_motion"]  # it animates: generated frames differ over time
+    untrained = record["heldout"]["metrics"]["row"]["untrained"]
+    assert got["psnr"] > untrained["psnr"] + 5.0 and record["heldout"]["metrics"]["row"]["trained"]["psnr"] > \
+        untrained["psnr"] + 5.0
+    # the demo's entry point: any-size row in, a grid at the model's size out, the row kept at t = 0
+    row = torch.rand(config.extra["views"], 20, 20, 3, generator=torch.Generator().manual_seed(1))
+    out = animate_frozen_time(model, config, codec, row, steps=2, progress=False)
+    n = config.extra["size"]
+    assert out.frames.shape == (config.extra["views"], config.extra["frames"], n, n, 3)

@@ -109,6 +109,8 @@ class SceneCache:
         path = self._path(seed, heldout) if self.folder else None
         if path and os.path.exists(path):
             return load_file(path)
+        if path and not heldout and os.path.exists(self._path(seed, True)):  # a superset is on disk
+            return {"images": load_file(self._path(seed, True))["images"]}
         from ..synthetic import make_frames, render_grid, rig_cameras
 
         frames = make_frames(seed, self.cfg)

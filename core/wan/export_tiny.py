@@ -7,7 +7,8 @@ settings and a record.json of how it was trained and what it scores on held-out 
 record.json holds: the training config, steps, wall and CPU time, loss at the start and the end, the
 exact command, held-out metrics of the trained model against an untrained one of the same
 architecture (and the static copy-t=0 reference), and a small `check` (2 scenes, few steps) that
-tests/test_wan.py reproduces from the shipped weights.
+tests/test_wan.py reproduces from the shipped weights; check.safetensors holds those two held-out
+ground-truth grids (uint8), so the test need not render them.
 """
 from __future__ import annotations
 
@@ -44,6 +45,26 @@ def check_config(extra: dict) -> VideoEvalConfig:
                            shift=extra["shift"])
 
 
+def check_scenes(folder: Path) -> list[dict]:
+    """The held-out ground truth of the record's check, as evaluate_video_model takes it."""
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "check.safetensors"), "pt") as f:
+        seeds = json.loads(f.metadata()["seeds"])
+        return [{"seed": seed, "images": f.get_tensor(f"seed_{seed}").float() / 255.0} for seed in seeds]
+
+
+def write_check(out: Path, model, vcfg, codec) -> dict:
+    """Score the check setting and store its ground truth next to the weights."""
+    from safetensors.torch import save_file
+
+    cfg = check_config(vcfg.extra)
+    scenes = evaluation_scenes(cfg)
+    save_file({f"seed_{s['seed']}": (s["images"] * 255).round().to(torch.uint8).contiguous() for s in scenes},
+              str(out / "check.safetensors"), metadata={"seeds": json.dumps([s["seed"] for s in scenes])})
+    return {**CHECK, **_summary(evaluate_video_model(model, vcfg, codec, cfg, scenes=check_scenes(out)))}
+
+
 def export(run: Path, out: Path, scenes: int, steps: int, command: str, threads: int = 1) -> dict:
     torch.set_num_threads(threads)
     model, vcfg = load_video_model(run / "model")
@@ -63,9 +84,9 @@ def export(run: Path, out: Path, scenes: int, steps: int, command: str, threads:
         cfg = VideoEvalConfig(**{**base.__dict__, "mode": mode})
         metrics[mode] = {"trained": _summary(evaluate_video_model(model, vcfg, codec, cfg, scenes=held)),
                          "untrained": _summary(evaluate_video_model(untrained, vcfg, codec, cfg, scenes=held))}
-    check = _summary(evaluate_video_model(model, vcfg, codec, check_config(extra)))
-    rows = [r for r in _log_rows(run) if "loss" in r]
     out.mkdir(parents=True, exist_ok=True)
+    check = write_check(out, model, vcfg, codec)
+    rows = [r for r in _log_rows(run) if "loss" in r]
     save_video_model(out, model, vcfg)
     size = (out / "model.safetensors").stat().st_size
     record = {
