@@ -65,7 +65,7 @@ def write_check(out: Path, model, vcfg, codec) -> dict:
     return {**CHECK, **_summary(evaluate_video_model(model, vcfg, codec, cfg, scenes=check_scenes(out)))}
 
 
-def export(run: Path, out: Path, scenes: int, steps: int, command: str, threads: int = 1) -> dict:
+def export(run: Path, out: Path, scenes: int, steps: int, command: str, threads: int = 1, note: str = "") -> dict:
     torch.set_num_threads(threads)
     model, vcfg = load_video_model(run / "model")
     state = json.loads(sorted((run / "checkpoints").glob("step_*/state.json"))[-1].read_text())
@@ -108,6 +108,7 @@ def export(run: Path, out: Path, scenes: int, steps: int, command: str, threads:
                     "note": "PSNR/SSIM over the generated cells only (references excluded); 'static' copies "
                             "each view's t=0 frame over time; motion = mean |frame_t - frame_0|"},
         "check": {**CHECK, **check},
+        "notes": note,
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -123,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=16, help="sampling steps the model is shipped and measured with")
     p.add_argument("--command", default="fuse4d train-video --config tiny --out runs/video_tiny",
                    help="the training command, for the record")
+    p.add_argument("--note", default="", help="free text for the record (machine load, data rendering, ...)")
     args = p.parse_args(argv)
-    record = export(Path(args.run), Path(args.out), args.scenes, args.steps, args.command)
+    record = export(Path(args.run), Path(args.out), args.scenes, args.steps, args.command, note=args.note)
     print(json.dumps({k: record[k] for k in ("steps", "wall_seconds", "cpu_seconds", "loss_start", "loss_end",
                                              "weights_bytes")}, indent=1))
     print(json.dumps(record["heldout"]["metrics"], indent=1))
