@@ -426,4 +426,5 @@ def evaluate(model: torch.nn.Module, synth: SyntheticConfig = TINY_SYNTH, scenes
                             sample.images[:, t]))
     model.train(was_training)
     return {"psnr_heldout": float(np.mean(held)), "psnr_input": float(np.mean(inp)), "scenes": scenes,
-            "seed_base": seed_base, "timesteps": len(held) // max(scenes, 1)}
+            "seed_base": seed_base, "timesteps": len(held) // max(scenes, 1),
+            "psnr_heldout_per_sample": [float(x) for x in held]}   # scene-major, then timestep
