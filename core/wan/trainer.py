@@ -3,8 +3,9 @@
 
 Rectified-flow loss on V x T grids: x_s = (1 - s) x0 + s noise, target noise - x0, s logit-normal or
 uniform. Data: a dataset folder (`data`), or synthetic 4D scenes rendered once per seed and cached
-(`source="scenes"`, the tiny model's), or instant blob grids (`source="blobs"`, smoke tests). Conditioned cells (a random choice of frozen-time row / fixed-view column / both / none) hold
-the clean latent and are left out of the loss, exactly as the sampler conditions. Only the
+(`source="scenes"`, the tiny model's), or instant blob grids (`source="blobs"`, smoke tests).
+Conditioned cells (a random choice of frozen-time row / fixed-view column / both / none) hold the
+clean latent and are left out of the loss, exactly as the sampler conditions. Only the
 self-attention projections train by default (the paper), or LoRA adapters on them, or everything
 (`full`, for the tiny from-scratch model). Multi-GPU through torchrun: WORLD_SIZE > 1 initialises
 torch.distributed from the environment and wraps the model in DDP or FSDP2 (`fully_shard`).
@@ -27,11 +28,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .attention_processor import patch_wan_transformer
+from .attention_processor import SYNC_NAME, add_sync_layers, patch_wan_transformer
 from .codecs import PixelCodec, WanVAECodec
 from .conditioning import (cell_mask, concat_input, install_patch_conditioning, reference_term, replace_clean,
                            set_reference, token_timesteps)
-from .attention_processor import SYNC_NAME, add_sync_layers
 from .data import BlobGrids, FolderDataset, SceneGrids, default_cache_dir
 from .ema import EMA
 from .flow import add_noise, predicted_x0, sample_noise_levels
