@@ -152,6 +152,10 @@ def _gaussians(points: np.ndarray, colors: np.ndarray, scales: np.ndarray, flat_
 
 
 def _ring_cameras(cfg: SyntheticConfig, azimuths_deg: list[float], elevations_deg: list[float]) -> Cameras:
+    f = 0.5 * cfg.height / math.tan(math.radians(cfg.fov_deg) / 2)
+    K = torch.tensor([[f, 0, cfg.width / 2], [0, f, cfg.height / 2], [0, 0, 1]], dtype=torch.float32)
+    if not azimuths_deg:  # e.g. no held-out cameras
+        return Cameras(torch.zeros(0, 4, 4), K.expand(0, 3, 3).clone(), cfg.width, cfg.height)
     target = np.array([0.0, GROUND_Y - 0.35, 0.0])
     eyes = []
     for az, el in zip(np.radians(azimuths_deg), np.radians(elevations_deg)):
@@ -159,8 +163,6 @@ def _ring_cameras(cfg: SyntheticConfig, azimuths_deg: list[float], elevations_de
             [math.sin(az) * math.cos(el), -math.sin(el), -math.cos(az) * math.cos(el)]))
     viewmats = torch.stack([look_at(torch.tensor(e, dtype=torch.float32), torch.tensor(target, dtype=torch.float32),
                                     torch.tensor(UP)) for e in eyes])
-    f = 0.5 * cfg.height / math.tan(math.radians(cfg.fov_deg) / 2)
-    K = torch.tensor([[f, 0, cfg.width / 2], [0, f, cfg.height / 2], [0, 0, 1]], dtype=torch.float32)
     return Cameras(viewmats=viewmats, Ks=K.expand(len(eyes), 3, 3).clone(), width=cfg.width, height=cfg.height)
 
 
@@ -217,6 +219,8 @@ def render_grid(frames: list[Gaussians], cameras: Cameras, background=(0.0, 0.0,
     """Render every timestep from every camera: [V, T, H, W, 3]."""
     from .render import render
 
+    if len(cameras) == 0:
+        return torch.zeros(0, len(frames), cameras.height, cameras.width, 3)
     per_t = [render(g, cameras, background=background).rgb.clamp(0, 1) for g in frames]
     return torch.stack(per_t, dim=1)
 

@@ -35,3 +35,10 @@ def test_cli_writes_the_dataset_layout(tmp_path):
     assert grid.shape == (2, 3, 24, 32, 3)
     assert len(list((sample / "heldout").glob("h*_t*.png"))) == 2 * 3
     assert not list(out.glob("*.partial"))
+
+
+def test_no_heldout_cameras_is_allowed():
+    import dataclasses
+
+    scene = make_scene(1, dataclasses.replace(CFG, heldout_views=0))
+    assert len(scene.heldout) == 0 and scene.heldout_images.shape == (0, 4, 24, 32, 3)
