@@ -76,15 +76,6 @@ def scene_frame(g: Gaussians) -> tuple[torch.Tensor, float]:
     return centre, max(radius, 1e-3)
 
 
-def resize_cameras(cams: Cameras, width: int, height: int) -> Cameras:
-    if width == cams.width and height == cams.height:
-        return cams
-    Ks = cams.Ks.clone()
-    Ks[:, 0] *= width / cams.width
-    Ks[:, 1] *= height / cams.height
-    return Cameras(cams.viewmats.clone(), Ks, width, height)
-
-
 def orbit_from(cam: Cameras, centre: torch.Tensor, n: int) -> Cameras:
     """n cameras: `cam` turned around `centre` about its own up axis in n equal steps (a full turn)."""
     w2c = cam.viewmats[0].float()
@@ -223,7 +214,6 @@ class RenderFrozenTimeViews(io.ComfyNode):
 def cameras_from_json(text: str, width: int, height: int) -> Cameras:
     """Cameras given as JSON (the sequence manifest's / the Blender job's entries), resized to
     width x height."""
-    from ..core.animate import scaled_cameras
     from ..core.cameras import cameras_from_dicts
 
     try:
@@ -232,7 +222,7 @@ def cameras_from_json(text: str, width: int, height: int) -> Cameras:
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"cameras_json must be a JSON list of cameras with viewmat, K, width and height ({exc})") \
             from None
-    return scaled_cameras(cams, width, height)
+    return cams.resized(width, height)
 
 
 class Render4D(io.ComfyNode):
@@ -266,7 +256,7 @@ class Render4D(io.ComfyNode):
                 if not 0 <= index < len(cams):
                     raise ValueError(f"view {index} is outside 0..{len(cams) - 1}")
                 cams = orbit_from(cams[index:index + 1], centre, len(frames))
-                cams = resize_cameras(cams, width or cams.width, height or cams.height)
+                cams = cams.resized(width or cams.width, height or cams.height)
             else:
                 cams = orbit_cameras(len(frames), 2.2 * extent, 15.0, 360.0, target=centre.tolist(),
                                      width=width or 256, height=height or 256)
@@ -277,7 +267,7 @@ class Render4D(io.ComfyNode):
             return io.NodeOutput(torch.cat(out))
         if cams is None:
             raise ValueError("these Gaussians carry no cameras; connect cameras or use mode 'orbit'")
-        cams = resize_cameras(cams, width or cams.width, height or cams.height)
+        cams = cams.resized(width or cams.width, height or cams.height)
         if mode == "fixed view":
             if not 0 <= index < len(cams):
                 raise ValueError(f"view {index} is outside 0..{len(cams) - 1}")

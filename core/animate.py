@@ -110,14 +110,6 @@ def resize_images(images: torch.Tensor, height: int, width: int) -> torch.Tensor
     return torch.nn.functional.interpolate(x, size=(height, width), mode=mode, **kw).permute(0, 2, 3, 1).clamp(0, 1)
 
 
-def scaled_cameras(cameras: Cameras, width: int, height: int) -> Cameras:
-    """The same cameras for images resized to width x height."""
-    Ks = cameras.Ks.clone()
-    Ks[:, 0] *= width / cameras.width
-    Ks[:, 1] *= height / cameras.height
-    return Cameras(cameras.viewmats.clone(), Ks, width, height)
-
-
 def _prompt_embeds(models: Models, prompt: str, device) -> torch.Tensor | None:
     if not models.text_encoder:
         return None  # the tiny model is trained without text: zeros
@@ -211,7 +203,7 @@ def animate_views(models: Models, views: torch.Tensor, cameras: Cameras | None =
         done[0] += 1
         report(0.6 + 0.35 * done[0] / T, f"reconstructed timestep {done[0]}/{T}")
 
-    sized = None if cameras is None else scaled_cameras(cameras, grid.shape[3], grid.shape[2])
+    sized = None if cameras is None else cameras.resized(grid.shape[3], grid.shape[2])
     frames, cams, align = reconstruct(models, grid, sized, progress=tick)
     timings["reconstruct_s"] = time.perf_counter() - t1
     report(1.0, "done")

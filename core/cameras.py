@@ -36,6 +36,13 @@ class Cameras:
     def to(self, *args, **kwargs) -> "Cameras":
         return Cameras(self.viewmats.to(*args, **kwargs), self.Ks.to(*args, **kwargs), self.width, self.height)
 
+    def resized(self, width: int, height: int) -> "Cameras":
+        """The same cameras for images resized to width x height (intrinsics scaled)."""
+        Ks = self.Ks.clone()
+        Ks[:, 0] *= width / self.width
+        Ks[:, 1] *= height / self.height
+        return Cameras(self.viewmats.clone(), Ks, width, height)
+
     @property
     def camtoworlds(self) -> torch.Tensor:
         return torch.linalg.inv(self.viewmats)
