@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -38,11 +37,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, help="classifier-free guidance (1 = off; default: the model's)")
     p.add_argument("--preview-size", type=int, default=160, help="pixel size of a preview tile (default 160)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-
-
-def psnr(a, b) -> float:
-    mse = float(((a.clamp(0, 1) - b.clamp(0, 1)) ** 2).mean())
-    return 10.0 * math.log10(1.0 / max(mse, 1e-10))
 
 
 def _tile(image, size: int):
@@ -74,7 +68,10 @@ def write_preview(path: Path, grid, size: int, fps: float) -> Path:
 
 def scene_views(views: int, heldout: int, arc: float, size: int):
     """The captured scene, its input cameras and held-out cameras (the rig the tiny models know),
-    and renders from both: (gaussians, cameras, heldout_cameras, views [V,H,W,3], heldout [H,H,W,3])."""
+    and renders from both: (gaussians, cameras, heldout_cameras, views [V,H,W,3], heldout [H,H,W,3],
+    background)."""
+    import torch
+
     from .render import render
     from .scene import sample_scene
     from .synthetic import SyntheticConfig, rig_cameras
@@ -82,8 +79,6 @@ def scene_views(views: int, heldout: int, arc: float, size: int):
     rig = SyntheticConfig(views=views, heldout_views=heldout, arc_deg=arc, width=size, height=size)
     cams, held = rig_cameras(rig)
     scene = sample_scene(0)
-    import torch
-
     with torch.no_grad():
         images = render(scene, cams, background=rig.background).rgb.clamp(0, 1)
         truth = render(scene, held, background=rig.background).rgb.clamp(0, 1)
@@ -94,6 +89,7 @@ def heldout_scores(frames, held, truth, background) -> tuple[float, "object"]:
     """PSNR at t = 0 of the reconstruction rendered from held-out cameras; and those renders."""
     import torch
 
+    from .recon.losses import psnr
     from .render import render
 
     with torch.no_grad():
@@ -105,6 +101,7 @@ def input_scores(frames, cams, grid, background) -> float:
     """Mean PSNR of the reconstruction rendered at the input cameras against the generated grid."""
     import torch
 
+    from .recon.losses import psnr
     from .render import render
 
     with torch.no_grad():
@@ -154,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(0)
     untrained = VGGT4D(models.recon.cfg).to(next(models.recon.parameters()).device).eval()
     bare = animate.Models(models.video, models.video_config, models.codec, untrained)
-    frames_u, cams_u, _ = animate.reconstruct(bare, grid, animate.scaled_cameras(cams, grid.shape[3], grid.shape[2]))
+    frames_u, cams_u, _ = animate.reconstruct(bare, grid, result.cameras)
     untrained_psnr, _ = heldout_scores(frames_u, held, truth, background)
 
     motion = float((grid[:, 1:] - grid[:, :-1]).abs().mean()) if T > 1 else 0.0
