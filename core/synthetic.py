@@ -17,6 +17,9 @@ import torch
 from .cameras import Cameras, cameras_to_dicts, look_at
 from .gaussians import Gaussians, inverse_sigmoid, rgb_to_sh0
 
+# Held-out evaluation scenes use seeds from here on, disjoint from any training seed below it
+# (both trainers' convention).
+EVAL_SEED_BASE = 1_000_000
 GROUND_Y = 0.6
 UP = (0.0, -1.0, 0.0)
 

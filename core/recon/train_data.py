@@ -17,10 +17,7 @@ from pathlib import Path
 import torch
 
 from ..cameras import Cameras, cameras_from_dicts
-from ..synthetic import SyntheticConfig, make_scene, read_grid, rig_cameras
-
-# Held-out evaluation scenes use seeds from here on, disjoint from any training seed below it.
-EVAL_SEED_BASE = 1_000_000
+from ..synthetic import EVAL_SEED_BASE, SyntheticConfig, make_scene, read_grid, rig_cameras
 
 
 @dataclass

@@ -62,9 +62,7 @@ class BlobGrids:
 
 # ---------------------------------------------------------------- synthetic 4D scenes
 
-# Held-out evaluation scenes use seeds from here on (the reconstructor's convention too); training
-# scenes use seeds 0 .. scenes-1.
-EVAL_SEED_BASE = 1_000_000
+# Training scenes use seeds 0 .. scenes-1; held-out ones core.synthetic.EVAL_SEED_BASE + i.
 
 
 def default_cache_dir() -> str:

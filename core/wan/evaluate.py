@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import EVAL_SEED_BASE, SceneCache, default_cache_dir, scene_config
+from ..synthetic import EVAL_SEED_BASE
+from .data import SceneCache, default_cache_dir, scene_config
 from .metrics import psnr_frames, ssim_frames
 from .pipeline import Generate4DConfig, generate_4d
 
