@@ -47,7 +47,7 @@ def reconstructor_files() -> list[str]:
 
 def licence_for(path: str, name: str) -> str:
     """What the file is, read from its safetensors header (core.recon.checkpoint), and its licence."""
-    from ..core.recon.checkpoint import VGGT_1B_SHAPES, inspect
+    from ..core.recon.checkpoint import inspect
 
     info = inspect(path)
     stated = info.metadata.get("licence") or info.metadata.get("license")
@@ -55,7 +55,7 @@ def licence_for(path: str, name: str) -> str:
         return OWN_WEIGHTS + (f" The file states: {stated}" if stated else "")
     if stated:
         return f"The file states its licence: {stated}"
-    if all(info.shapes.get(k) == v for k, v in VGGT_1B_SHAPES.items()):
+    if info.is_vggt_1b:
         # VGGT-1B and VGGT-1B-Commercial have the same keys: only the name tells them apart.
         return VGGT_COMMERCIAL if "commercial" in name.lower() else VGGT_NONCOMMERCIAL
     return "Unknown weights (neither a Fuse4D checkpoint nor VGGT-1B): " + VGGT_NONCOMMERCIAL
@@ -171,4 +171,3 @@ def _progress(steps: Steps):
         steps.done()
 
     return tick
-

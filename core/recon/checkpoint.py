@@ -30,6 +30,11 @@ class FileInfo:
     def has(self, prefix: str) -> bool:
         return any(k.startswith(prefix) for k in self.shapes)
 
+    @property
+    def is_vggt_1b(self) -> bool:
+        """Key shapes of VGGT-1B (and VGGT-1B-Commercial, which has the same keys)."""
+        return all(self.shapes.get(k) == v for k, v in VGGT_1B_SHAPES.items())
+
 
 def inspect(path: str | Path) -> FileInfo:
     metadata, shapes = read_header(path)
@@ -63,7 +68,7 @@ def file_config(path: str | Path, fallback: VGGTConfig | None = None) -> VGGTCon
     cfg = stored_config(info)
     if cfg is not None:
         return cfg
-    if all(info.shapes.get(k) == v for k, v in VGGT_1B_SHAPES.items()):
+    if info.is_vggt_1b:
         return with_file_additions(full(), info)
     if fallback is not None:
         return with_file_additions(fallback, info)
