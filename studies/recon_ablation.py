@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from results_doc import RESULTS_MD, write_section
+
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "results.md"
 SECTION = "## Reconstructor ablation (camera token replacement, temporal attention)"
 
 VARIANTS = {  # name -> (switches, label)
@@ -124,10 +125,7 @@ def docs_section(results: dict, command: str) -> str:
            f"scene is seen by the same fixed rig and the camera head is frozen in the dynamic stage, so there is "
            f"little drift for replacement to remove." if jitter < 1e-3 else "")
     minutes = max(r["train_cpu_seconds"] for r in v.values()) / 60
-    return f"""{SECTION}
-<!-- owner: reconstructor -->
-
-```
+    return f"""```
 {command}
 ```
 
@@ -148,15 +146,6 @@ Order here: {' > '.join(label[n] for n in order)}; the paper's: {' > '.join(labe
 """
 
 
-def update_docs(section: str, path: Path = DOCS) -> None:
-    """Replace only this study's section of docs/results.md (others edit the other sections)."""
-    text = path.read_text()
-    start = text.index(SECTION)
-    nxt = text.find("\n## ", start + len(SECTION))
-    end = len(text) if nxt < 0 else nxt + 1
-    path.write_text(text[:start] + section.rstrip() + "\n\n" + text[end:])
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/recon_ablation")
@@ -174,7 +163,7 @@ def main(argv=None) -> int:
         results = json.loads((Path(args.out) / "results.json").read_text())
         results["note"] = args.note or results.get("note", "")
         print(table(results))
-        update_docs(docs_section(results, DOCS_COMMAND))
+        write_section(SECTION, docs_section(results, DOCS_COMMAND))
         return 0
 
     from fuse4d.core.recon.model_api import unwrap
@@ -211,8 +200,8 @@ def main(argv=None) -> int:
         print(json.dumps(results["variants"][name]), flush=True)
     print(table(results))
     if args.update_docs and all(n in results["variants"] for n in VARIANTS):
-        update_docs(docs_section(results, DOCS_COMMAND))
-        print(f"updated {DOCS}")
+        write_section(SECTION, docs_section(results, DOCS_COMMAND))
+        print(f"updated {RESULTS_MD}")
     return 0
 
 

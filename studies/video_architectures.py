@@ -26,6 +26,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from results_doc import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "studies" / "results"
 MODES = ("fused", "parallel", "sequential")
@@ -217,19 +219,6 @@ def _paired(results: dict, mode: str, eval_mode: str) -> str:
     mean = sum(d) / len(d)
     se = (sum((x - mean) ** 2 for x in d) / max(len(d) - 1, 1) / len(d)) ** 0.5
     return f"{mean:+.2f} ± {se:.2f} dB"
-
-
-def write_section(title: str, body: str) -> None:
-    """Replace the body of one section of docs/results.md (from its header to the next '## '), keeping
-    its owner comment; the other sections are left as they are on disk now."""
-    path = ROOT / "docs" / "results.md"
-    text = path.read_text()
-    start = text.index(title)
-    end = text.find("\n## ", start + len(title))
-    end = len(text) if end < 0 else end + 1
-    header = text[start:end].splitlines()[:2]
-    keep = "\n".join(h for h in header if h.startswith(title) or h.startswith("<!--"))
-    path.write_text(text[:start] + keep + "\n\n" + body.rstrip() + "\n\n" + text[end:].lstrip("\n"))
 
 
 def main() -> int:

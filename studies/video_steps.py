@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
+
+from results_doc import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "studies" / "results"
@@ -133,9 +134,6 @@ def main() -> int:
     body = table(results)
     print(body)
     if not args.no_docs:
-        sys.path.insert(0, str(ROOT / "studies"))
-        from video_architectures import write_section
-
         write_section(SECTION, body)
     return 0
 
