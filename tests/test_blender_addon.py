@@ -16,7 +16,7 @@ from plyfile import PlyData, PlyElement  # noqa: E402
 
 from conftest import random_arrays  # noqa: E402
 from fuse4d.blender_addon import build  # noqa: E402
-from fuse4d.core.io import Sequence4D, read_ply, write_sequence  # noqa: E402
+from fuse4d.core.io import Sequence4D, read_ply, write_ply, write_sequence  # noqa: E402
 from conftest_comfy import comfy_server  # noqa: E402,F401 (fixture: the session's real ComfyUI server)
 
 PKG = "fuse4d_blender_under_test"
@@ -154,7 +154,6 @@ def test_cycles_render_resembles_core_renderer(addon, tmp_path):
     torch = pytest.importorskip("torch")
     from fuse4d.core.cameras import orbit_cameras, to_blender
     from fuse4d.core.gaussians import Gaussians
-    from fuse4d.core.io import write_ply
     from fuse4d.core.render import render
     from fuse4d.core.scene import sample_scene
 
@@ -346,8 +345,6 @@ def sample_capture(tmp_path):
 
     for o in list(bpy.data.objects):
         bpy.data.objects.remove(o)
-    from fuse4d.core.io import write_ply
-
     write_ply(tmp_path / "capture.ply", sample_scene(0)[::4].to_arrays())
     obj = sub("importer").import_ply(tmp_path / "capture.ply", name="capture")
     obj.location = (0.5, -1.0, 0.2)
