@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ..io import atomic_output
 from .evaluate import VideoEvalConfig, evaluate_video_model, evaluation_scenes
 from .keys import build_wan_transformer
 from .model_io import load_video_model, save_video_model
@@ -112,7 +113,8 @@ def export(run: Path, out: Path, scenes: int, steps: int, command: str, threads:
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
     }
-    (out / "record.json").write_text(json.dumps(record, indent=1))
+    with atomic_output(out / "record.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
     return record
 
 
