@@ -12,7 +12,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--views", type=int, default=4, help="input cameras per scene (default 4)")
     p.add_argument("--frames", type=int, default=8, help="timesteps per scene (default 8)")
     p.add_argument("--heldout", type=int, default=2, help="held-out evaluation cameras (default 2)")
-    p.add_argument("--size", default="64x64", help="WxH (default 64x64)")
+    p.add_argument("--size", default="64x64", help="WxH (default 64x64; square for --kind motion)")
+    p.add_argument("--kind", choices=("gaussians", "motion"), default="gaussians",
+                   help="'gaussians': textured Gaussian objects (the reconstructor's data); 'motion': ray-cast "
+                        "scenes with real motion (the 4D completion benchmark's, core/motion_scenes.py)")
+    p.add_argument("--rig", choices=("fixed", "random"), default="fixed", help="camera rig of --kind motion")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,7 +26,17 @@ def run(args: argparse.Namespace) -> int:
     width, height = parse_size(args.size)
     if args.scenes < 1 or args.views < 1 or args.frames < 1:
         raise ValueError("--scenes, --views and --frames must be at least 1")
-    cfg = SyntheticConfig(views=args.views, frames=args.frames, heldout_views=args.heldout, width=width, height=height)
-    generate_dataset(args.out, args.scenes, cfg, seed=args.seed)
+    if args.kind == "motion":
+        from .motion_scenes import MotionSceneConfig, write_motion_dataset
+
+        if width != height:
+            raise ValueError("--kind motion renders square frames: give --size NxN")
+        write_motion_dataset(args.out, args.scenes, MotionSceneConfig(views=args.views, frames=args.frames,
+                                                                      heldout_views=args.heldout, size=width,
+                                                                      rig=args.rig), seed=args.seed)
+    else:
+        cfg = SyntheticConfig(views=args.views, frames=args.frames, heldout_views=args.heldout, width=width,
+                              height=height)
+        generate_dataset(args.out, args.scenes, cfg, seed=args.seed)
     print(f"{args.scenes} scenes in {args.out}")
     return 0

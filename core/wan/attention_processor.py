@@ -14,7 +14,8 @@ Baselines of the architecture study plug into the same model and the same weight
                 odd blocks within a view across time (the paper's equal-parameter "interleave" variant);
   "parallel"    4Real-Video v1's two streams: view attention and time attention on the same q, k, v,
                 fused per block by a sync linear layer ([I/2, I/2] at init). The sync layers are the only
-                new weights (`add_sync_layers`; state-dict keys blocks.N.attn1.parallel_sync.sync.*).
+                new weights (`add_sync_layers`; state-dict keys blocks.N.attn1.parallel_sync.sync.*);
+  "time"        the control: every block attends within its own view only (views never see each other).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import torch.nn as nn
 from ..attention import (ParallelSyncAttention, fused_positions, fused_view_time_attention, time_attention,
                          view_attention)
 
-MODES = ("fused", "sequential", "parallel")
+MODES = ("fused", "sequential", "parallel", "time")
 SYNC_NAME = "parallel_sync"
 
 
@@ -115,6 +116,8 @@ class FusedWanAttnProcessor:
         if mode == "sequential":
             fn = view_attention if self.index % 2 == 0 else time_attention
             return fn(q, k, v, views, frames)
+        if mode == "time":
+            return time_attention(q, k, v, views, frames)
         if mode == "parallel":
             sync = getattr(attn, SYNC_NAME, None)
             if sync is None:

@@ -6,6 +6,8 @@ Sources:
     `vVV_tTTT.png` (+ optional prompt.txt), or precomputed `latents.safetensors` (+ `text_embeds.safetensors`);
   * `SceneGrids`: our synthetic dynamic 4D scenes (core/synthetic.py: textured objects moving over a
     textured ground, fixed cameras on an arc), rendered once per seed and cached; the tiny model's data;
+  * `MotionGrids`: ray-cast scenes with real motion (core/motion_scenes.py), the completion benchmark's
+    distribution and the tiny model's data;
   * `BlobGrids`: coloured blobs moving in 3D seen by V cameras on an arc (instant; smoke tests).
 """
 from __future__ import annotations
@@ -156,6 +158,55 @@ class SceneGrids:
         reverse, mirror = (bool(torch.rand(1, generator=g) < p) for p in (self.reverse_views, self.mirror))
         grid = augment_grid(self.cache.get(seed)["images"], reverse, mirror)
         return {"frames": grid, "prompt": "", "seed": seed}
+
+
+class MotionGrids:
+    """Ray-cast dynamic scenes with real motion (core/motion_scenes.py), seeds 0 .. scenes-1 drawn at
+    random (per-rank stream). Each is rendered once and kept in memory and, with `cache_dir`, on disk
+    (uint8 safetensors), so later runs and resumed runs read them back; random view reversal and
+    mirroring as for SceneGrids."""
+
+    def __init__(self, views: int, frames: int, size: int, scenes: int = 2000, seed: int = 0,
+                 cache_dir: str | None = None, reverse_views: float = 0.5, mirror: float = 0.5, rig: str = "fixed"):
+        from ..motion_scenes import MotionSceneConfig
+
+        if scenes < 1:
+            raise ValueError(f"MotionGrids needs at least one scene, got {scenes}")
+        self.cfg = MotionSceneConfig(views=views, frames=frames, size=size, rig=rig)
+        text = json.dumps(asdict(self.cfg), sort_keys=True)
+        key = f"motion_{views}x{frames}_{size}_{rig}_" + hashlib.sha1(text.encode()).hexdigest()[:10]
+        self.folder = os.path.join(cache_dir, key) if cache_dir else None
+        self.scenes, self.reverse_views, self.mirror = int(scenes), float(reverse_views), float(mirror)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.memory: dict[int, torch.Tensor] = {}
+
+    def grid(self, seed: int) -> torch.Tensor:
+        """[V, T, H, W, 3] float in [0, 1] of scene `seed`."""
+        if seed not in self.memory:
+            self.memory[seed] = self._load(seed)
+        return self.memory[seed].float() / 255.0
+
+    def _load(self, seed: int) -> torch.Tensor:
+        from safetensors.torch import load_file, save_file
+
+        from ..motion_scenes import make_motion_scene
+
+        path = os.path.join(self.folder, f"seed_{seed:07d}.safetensors") if self.folder else None
+        if path and os.path.exists(path):
+            return load_file(path)["images"]
+        images = _to_uint8(make_motion_scene(seed, self.cfg, heldout=False).images)
+        if path:
+            os.makedirs(self.folder, exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            save_file({"images": images}, tmp, metadata={"seed": str(seed)})
+            os.replace(tmp, path)
+        return images
+
+    def next(self) -> dict:
+        g = self.generator
+        seed = int(torch.randint(self.scenes, (1,), generator=g))
+        reverse, mirror = (bool(torch.rand(1, generator=g) < p) for p in (self.reverse_views, self.mirror))
+        return {"frames": augment_grid(self.grid(seed), reverse, mirror), "prompt": "", "seed": seed}
 
 
 def _read_png(path: str) -> np.ndarray:

@@ -28,7 +28,7 @@ class VideoModelConfig:
     concat_reference: bool = False         # channel conditioning: input [noisy, references, flag], 2C + 1 channels
     prediction: str = "velocity"           # network output: "velocity" (Wan) | "reference-residual" (flow.py)
     flow_shift: float = 5.0
-    attention: str = "fused"               # "fused", or a study baseline: "sequential" | "parallel"
+    attention: str = "fused"               # "fused", a study baseline ("sequential" | "parallel"), or "time"
     extra: dict = field(default_factory=dict)  # e.g. the sampling settings a shipped model was measured with
 
     def to_dict(self) -> dict:

@@ -12,22 +12,24 @@ from dataclasses import replace
 
 from .keys import CONFIGS
 from .model_io import VideoModelConfig
-from .trainer import TrainVideoConfig, tiny_config, train_video
+from .trainer import TrainVideoConfig, motion_config, tiny_config, train_video
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="tiny", choices=sorted(CONFIGS),
-                        help="architecture: 'tiny' trains from scratch on the CPU; the Wan names fine-tune --init")
+    parser.add_argument("--config", default="tiny", choices=sorted(set(CONFIGS) | {"motion"}),
+                        help="architecture: 'motion' (the 4D completion model) and 'tiny' train from scratch on "
+                             "the CPU; the Wan names fine-tune --init")
     parser.add_argument("--out", default=None, help="output folder (checkpoints/, model/, log.jsonl)")
     parser.add_argument("--init", default=None, help="base Wan weights (.safetensors, original/ComfyUI or diffusers keys)")
     parser.add_argument("--data", default=None, help="dataset folder (docs/datasets.md); omit for synthetic grids")
-    parser.add_argument("--source", choices=("scenes", "blobs"), default=None,
+    parser.add_argument("--source", choices=("motion", "scenes", "blobs"), default=None,
                         help="synthetic grids without --data: 4D scenes (rendered once, cached) or instant blobs")
     parser.add_argument("--scenes", type=int, default=None, help="synthetic training scenes (seeds 0 .. N-1)")
     parser.add_argument("--data-cache", default=None, help="rendered-scene cache (default ~/.cache/fuse4d/video_scenes)")
     parser.add_argument("--size", type=int, default=None, help="square size of synthetic frames")
-    parser.add_argument("--attention", choices=("fused", "sequential", "parallel"), default=None,
-                        help="self-attention pattern: the paper's fused (default) or a study baseline")
+    parser.add_argument("--attention", choices=("fused", "sequential", "parallel", "time"), default=None,
+                        help="self-attention pattern: the paper's fused (default), a study baseline, or the "
+                             "time-only control")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (tiny default 1)")
     parser.add_argument("--vae", default=None, help="diffusers AutoencoderKLWan folder for PNG datasets (Wan configs)")
     parser.add_argument("--text-encoder", default=None, help="UMT5 folder to encode prompt.txt files")
@@ -54,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainVideoConfig:
     if args.config == "tiny":
         cfg = tiny_config(out=args.out or "runs/video-tiny")
+    elif args.config == "motion":
+        cfg = motion_config(out=args.out or "runs/video_motion")
     else:
         wan = CONFIGS[args.config]
         model = VideoModelConfig(wan=wan, t_max=32, codec="wan-vae",

@@ -32,7 +32,7 @@ from .attention_processor import SYNC_NAME, add_sync_layers, patch_wan_transform
 from .codecs import PixelCodec, WanVAECodec
 from .conditioning import (cell_mask, concat_input, install_patch_conditioning, reference_term, replace_clean,
                            set_reference, token_timesteps)
-from .data import BlobGrids, FolderDataset, SceneGrids, default_cache_dir
+from .data import BlobGrids, FolderDataset, MotionGrids, SceneGrids, default_cache_dir
 from .ema import EMA
 from .flow import add_noise, predicted_x0, sample_noise_levels
 from .keys import CONFIGS, WanConfig, build_wan_transformer, load_wan_transformer
@@ -49,7 +49,7 @@ class TrainVideoConfig:
     model: VideoModelConfig = field(default_factory=lambda: VideoModelConfig(wan=CONFIGS["tiny"]))
     init: str | None = None            # base Wan weights (either key layout); None = random init
     data: str | None = None            # dataset folder; None = synthetic grids of `source`
-    source: str = "scenes"             # without data: "scenes" (synthetic 4D scenes) | "blobs" (instant)
+    source: str = "scenes"             # without data: "motion" (ray-cast, real motion) | "scenes" | "blobs"
     scenes: int = 160                  # synthetic training scenes (seeds 0 .. scenes-1)
     data_cache: str | None = None      # rendered-scene cache folder; None = ~/.cache/fuse4d/video_scenes
     reverse_views: float = 0.5         # probability of reversing the view order (the paper's augmentation)
@@ -102,6 +102,26 @@ def tiny_config(out: str = "runs/video_tiny", steps: int = 3200) -> TrainVideoCo
                             steps=steps, lr=1e-3, warmup=100, lr_schedule="cosine", ema=0.999, train="full",
                             p_uncond=0.0, cond_probs=(0.1, 0.6, 0.1, 0.2), save_every=200, log_every=20,
                             threads=1)
+
+
+# 48 latent channels (64x64 pixels folded 4x4 into 16x16), Wan's 2x2 patches: 8x8 tokens per frame
+MOTION_WAN = WanConfig(dim=128, num_layers=4, num_heads=4, ffn_dim=384, in_dim=97, out_dim=48, text_dim=16,
+                       freq_dim=32)
+
+
+def motion_config(out: str = "runs/video_motion", steps: int = 4000, attention: str = "fused") -> TrainVideoConfig:
+    """The shipped 4D completion model (weights/video_motion): the tiny Wan architecture at 64x64, 4 views
+    x 8 frames, trained from scratch on ray-cast scenes with real motion (core/motion_scenes.py), mostly
+    on completion (frozen-time row + view 0's video given). Constant learning rate after warm-up, so a
+    run's checkpoint at step N is the equal-budget point of the architecture study. Mirroring keeps the
+    rig's geometry; view reversal would not (view 0 would sit at the other end of the arc), so it is off."""
+    model = VideoModelConfig(wan=MOTION_WAN, t_max=16, codec="pixel", pixel_factor=4, concat_reference=True,
+                             prediction="reference-residual", per_token_timestep=True, flow_shift=2.0,
+                             attention=attention)
+    return TrainVideoConfig(out=out, model=model, source="motion", scenes=3000, views=4, frames=8, size=64,
+                            steps=steps, lr=1e-3, warmup=100, lr_schedule="constant", ema=0.999, train="full",
+                            p_uncond=0.0, cond_probs=(0.05, 0.35, 0.05, 0.55), save_every=250, log_every=25,
+                            keep_checkpoints=2, threads=2, reverse_views=0.0, mirror=0.5)
 
 
 def smoke_config(out: str = "runs/video-smoke", steps: int = 150) -> TrainVideoConfig:
@@ -486,6 +506,10 @@ def make_source(cfg: TrainVideoConfig, rank: int = 0, world: int = 1, start: int
         return SceneGrids(cfg.views, cfg.frames, cfg.size, scenes=cfg.scenes, seed=stream,
                           cache_dir=cfg.data_cache or default_cache_dir(), reverse_views=cfg.reverse_views,
                           mirror=cfg.mirror)
+    if cfg.source == "motion":
+        return MotionGrids(cfg.views, cfg.frames, cfg.size, scenes=cfg.scenes, seed=stream,
+                           cache_dir=cfg.data_cache or default_cache_dir(), reverse_views=cfg.reverse_views,
+                           mirror=cfg.mirror)
     if cfg.source == "blobs":
         return BlobGrids(cfg.views, cfg.frames, cfg.size, seed=stream)
-    raise ValueError(f"unknown synthetic source {cfg.source!r}; choose 'scenes' or 'blobs'")
+    raise ValueError(f"unknown synthetic source {cfg.source!r}; choose 'motion', 'scenes' or 'blobs'")
