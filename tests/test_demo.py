@@ -105,6 +105,15 @@ def test_animate_scene_cli_rejects_a_bad_job(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_demo_rejects_a_scene_that_is_not_a_4d_sample(tmp_path, capsys):
+    (tmp_path / "scene").mkdir()
+    (tmp_path / "scene" / "v00_t000.png").write_bytes(b"not a png")
+    assert cli(["demo", "--out", str(tmp_path / "out"), "--scene", str(tmp_path / "scene")]) == 2
+    err = capsys.readouterr().err
+    assert "not a 4D dataset sample" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
 def gif_frames(path) -> list[np.ndarray]:
     with Image.open(path) as im:
         return [np.asarray(f.convert("RGB"), dtype=np.float32) for f in ImageSequence.Iterator(im)]

@@ -45,19 +45,32 @@ def reference_term(reference: torch.Tensor, mask: torch.Tensor, broadcast: bool 
     return out
 
 
-def concat_channels(channels: int) -> int:
-    """Model input channels of channel conditioning for `channels` latent channels."""
-    return 2 * channels + 1
+def concat_channels(channels: int, position: bool = False) -> int:
+    """Model input channels of channel conditioning for `channels` latent channels (+ 2 position channels)."""
+    return 2 * channels + 1 + (2 if position else 0)
 
 
-def concat_input(x: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """[B, C, V*T, h, w] noisy latents -> [B, 2C + 1, V*T, h, w]: + references (broadcast over each
-    view's time from its t = 0 cell) + a flag channel, 1 on conditioned cells."""
+def position_channels(frames: int, h: int, w: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """[1, 2, frames, h, w]: the latent pixel's x and y in [-1, 1], the same in every frame and view.
+    Wan's RoPE is relative only; these tell a from-scratch model where in the image a token sits, which
+    a fixed camera rig's view-to-view correspondence depends on (no new attention weights)."""
+    ys = torch.linspace(-1, 1, h, dtype=dtype, device=device)
+    xs = torch.linspace(-1, 1, w, dtype=dtype, device=device)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))            # [2, h, w]: x, y
+    return grid[None, :, None].expand(1, 2, frames, h, w)
+
+
+def concat_input(x: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, position: bool = False) -> torch.Tensor:
+    """[B, C, V*T, h, w] noisy latents -> [B, 2C + 1 (+ 2), V*T, h, w]: + references (broadcast over each
+    view's time from its t = 0 cell) + a flag channel, 1 on conditioned cells (+ position channels)."""
     B, _, F_, h, w = x.shape
     ref = reference_term(reference.to(x.dtype), mask, broadcast=True)
     ref = ref.expand(B, -1, -1, -1, -1) if ref.shape[0] == 1 else ref
     flag = mask.reshape(1, 1, F_, 1, 1).to(x.dtype).expand(B, 1, F_, h, w)
-    return torch.cat([x, ref, flag], dim=1)
+    parts = [x, ref, flag]
+    if position:
+        parts.append(position_channels(F_, h, w, x.dtype, x.device).expand(B, -1, -1, -1, -1))
+    return torch.cat(parts, dim=1)
 
 
 def frame_mask(mask: torch.Tensor) -> torch.Tensor:

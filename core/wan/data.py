@@ -167,12 +167,13 @@ class MotionGrids:
     mirroring as for SceneGrids."""
 
     def __init__(self, views: int, frames: int, size: int, scenes: int = 2000, seed: int = 0,
-                 cache_dir: str | None = None, reverse_views: float = 0.5, mirror: float = 0.5, rig: str = "fixed"):
+                 cache_dir: str | None = None, reverse_views: float = 0.5, mirror: float = 0.5, rig: str = "fixed",
+                 **scene):
         from ..motion_scenes import MotionSceneConfig
 
         if scenes < 1:
             raise ValueError(f"MotionGrids needs at least one scene, got {scenes}")
-        self.cfg = MotionSceneConfig(views=views, frames=frames, size=size, rig=rig)
+        self.cfg = MotionSceneConfig(views=views, frames=frames, size=size, rig=rig, **scene)
         text = json.dumps(asdict(self.cfg), sort_keys=True)
         key = f"motion_{views}x{frames}_{size}_{rig}_" + hashlib.sha1(text.encode()).hexdigest()[:10]
         self.folder = os.path.join(cache_dir, key) if cache_dir else None

@@ -26,6 +26,7 @@ class VideoModelConfig:
     patch_embed_conditioning: bool = False  # trained with the paper's additive reference embeddings
     per_token_timestep: bool = False       # timestep 0 on conditioned tokens (Wan 2.2 TI2V style)
     concat_reference: bool = False         # channel conditioning: input [noisy, references, flag], 2C + 1 channels
+    position_channels: bool = False        # with concat_reference: + the token's image x, y (2 channels)
     prediction: str = "velocity"           # network output: "velocity" (Wan) | "reference-residual" (flow.py)
     flow_shift: float = 5.0
     attention: str = "fused"               # "fused", a study baseline ("sequential" | "parallel"), or "time"

@@ -53,6 +53,7 @@ class TrainVideoConfig:
     scenes: int = 160                  # synthetic training scenes (seeds 0 .. scenes-1)
     data_cache: str | None = None      # rendered-scene cache folder; None = ~/.cache/fuse4d/video_scenes
     reverse_views: float = 0.5         # probability of reversing the view order (the paper's augmentation)
+    motion_scene: dict = field(default_factory=dict)  # source "motion": MotionSceneConfig overrides (e.g. arc_deg)
     mirror: float = 0.5                # probability of mirroring the world left-right
     vae: str | None = None             # diffusers AutoencoderKLWan folder (codec "wan-vae")
     text_encoder: str | None = None    # UMT5 folder to encode prompt.txt (else zeros unless text_embeds given)
@@ -104,8 +105,9 @@ def tiny_config(out: str = "runs/video_tiny", steps: int = 3200) -> TrainVideoCo
                             threads=1)
 
 
-# 48 latent channels (64x64 pixels folded 4x4 into 16x16), Wan's 2x2 patches: 8x8 tokens per frame
-MOTION_WAN = WanConfig(dim=128, num_layers=4, num_heads=4, ffn_dim=384, in_dim=97, out_dim=48, text_dim=16,
+# 48 latent channels (64x64 pixels folded 4x4 into 16x16), Wan's 2x2 patches: 8x8 tokens per frame;
+# inputs 2 * 48 + 1 + 2 position channels
+MOTION_WAN = WanConfig(dim=128, num_layers=4, num_heads=4, ffn_dim=384, in_dim=99, out_dim=48, text_dim=16,
                        freq_dim=32)
 
 
@@ -116,12 +118,12 @@ def motion_config(out: str = "runs/video_motion", steps: int = 4000, attention: 
     run's checkpoint at step N is the equal-budget point of the architecture study. Mirroring keeps the
     rig's geometry; view reversal would not (view 0 would sit at the other end of the arc), so it is off."""
     model = VideoModelConfig(wan=MOTION_WAN, t_max=16, codec="pixel", pixel_factor=4, concat_reference=True,
-                             prediction="reference-residual", per_token_timestep=True, flow_shift=2.0,
-                             attention=attention)
+                             position_channels=True, prediction="reference-residual", per_token_timestep=True,
+                             flow_shift=2.0, attention=attention)
     return TrainVideoConfig(out=out, model=model, source="motion", scenes=3000, views=4, frames=8, size=64,
                             steps=steps, lr=1e-3, warmup=100, lr_schedule="constant", ema=0.999, train="full",
                             p_uncond=0.0, cond_probs=(0.05, 0.35, 0.05, 0.55), save_every=250, log_every=25,
-                            keep_checkpoints=2, threads=2, reverse_views=0.0, mirror=0.5)
+                            keep_checkpoints=2, threads=1, reverse_views=0.0, mirror=0.5)
 
 
 def smoke_config(out: str = "runs/video-smoke", steps: int = 150) -> TrainVideoConfig:
@@ -410,7 +412,7 @@ def _train(cfg: TrainVideoConfig) -> dict:
             t = token_timesteps(mask, t, (x0.shape[-2] // ph) * (x0.shape[-1] // pw))
         if cfg.model.patch_embed_conditioning:
             set_reference(core, reference_term(x0, mask) if mask.any() else None)
-        inp = concat_input(x_in, x0, mask) if cfg.model.concat_reference else x_in
+        inp = concat_input(x_in, x0, mask, cfg.model.position_channels) if cfg.model.concat_reference else x_in
         pred = model(inp, t, text).sample.float()
         weight = (~mask).reshape(1, 1, -1, 1, 1).float()
         if cfg.model.prediction == "velocity":
@@ -509,7 +511,7 @@ def make_source(cfg: TrainVideoConfig, rank: int = 0, world: int = 1, start: int
     if cfg.source == "motion":
         return MotionGrids(cfg.views, cfg.frames, cfg.size, scenes=cfg.scenes, seed=stream,
                            cache_dir=cfg.data_cache or default_cache_dir(), reverse_views=cfg.reverse_views,
-                           mirror=cfg.mirror)
+                           mirror=cfg.mirror, **cfg.motion_scene)
     if cfg.source == "blobs":
         return BlobGrids(cfg.views, cfg.frames, cfg.size, seed=stream)
     raise ValueError(f"unknown synthetic source {cfg.source!r}; choose 'motion', 'scenes' or 'blobs'")
