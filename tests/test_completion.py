@@ -130,3 +130,28 @@ def test_shipped_completion_model_reproduces_its_record():
     assert scores["completion"]["psnr"] > scores["time-only"]["psnr"]
     assert scores["completion"]["psnr_moving"] > scores["time-only"]["psnr_moving"]
     assert scores["completion"]["psnr_moving"] > scores["static"]["psnr_moving"]
+
+
+def test_position_channels_tell_where_a_token_sits():
+    from fuse4d.core.wan.conditioning import cell_mask, concat_channels, concat_input
+
+    x = torch.zeros(1, 3, 4, 2, 3)
+    inp = concat_input(x, torch.zeros_like(x), cell_mask(2, 2, True, False), position=True)
+    assert inp.shape[1] == concat_channels(3, position=True) == 9
+    xs, ys = inp[0, -2], inp[0, -1]
+    assert torch.equal(xs[0, 0], torch.tensor([-1.0, 0.0, 1.0])) and torch.equal(ys[0, :, 0], torch.tensor([-1.0, 1.0]))
+    assert torch.equal(xs[0], xs[3]) and torch.equal(ys[1], ys[2])   # the same in every frame and view
+
+
+def test_fixed_view_change_channels_carry_only_the_given_video():
+    from fuse4d.core.wan.conditioning import cell_mask, concat_channels, concat_input, fixed_view_change
+
+    ref = torch.rand(1, 3, 2 * 3, 2, 2)                              # 2 views x 3 frames
+    both, row = cell_mask(2, 3, True, True), cell_mask(2, 3, True, False)
+    change = fixed_view_change(ref, both).unflatten(2, (2, 3))
+    col = ref.unflatten(2, (2, 3))[:, :, 0]
+    for v in range(2):
+        assert torch.allclose(change[:, :, v], col - col[:, :, :1])
+    assert not fixed_view_change(ref, row).any()                     # no video given: nothing to carry
+    inp = concat_input(torch.zeros_like(ref), ref, both, position=True, view_change=True)
+    assert inp.shape[1] == concat_channels(3, position=True, view_change=True) == 12

@@ -45,9 +45,23 @@ def reference_term(reference: torch.Tensor, mask: torch.Tensor, broadcast: bool 
     return out
 
 
-def concat_channels(channels: int, position: bool = False) -> int:
-    """Model input channels of channel conditioning for `channels` latent channels (+ 2 position channels)."""
-    return 2 * channels + 1 + (2 if position else 0)
+def concat_channels(channels: int, position: bool = False, view_change: bool = False) -> int:
+    """Model input channels of channel conditioning for `channels` latent channels (+ 2 position channels,
+    + `channels` for the fixed-view video's change)."""
+    return 2 * channels + 1 + (2 if position else 0) + (channels if view_change else 0)
+
+
+def fixed_view_change(reference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, C, V*T, h, w]: in every view's cell at time t, how the fixed-view video (view 0) changed
+    from t = 0 to t; zeros unless view 0's whole video and its t = 0 frame are given. The row broadcast
+    tells a token its own view at t = 0; this tells it, at its own pixel, how the given view moved at
+    its time. Where that motion lands in the other views is still the attention's to find."""
+    views, frames = mask.shape
+    if not bool(mask[0].all()):
+        return torch.zeros_like(reference)
+    col = reference.unflatten(2, (views, frames))[:, :, 0]                  # [B, C, T, h, w]
+    change = col - col[:, :, :1]
+    return change[:, :, None].expand(-1, -1, views, -1, -1, -1).flatten(2, 3)
 
 
 def position_channels(frames: int, h: int, w: int, dtype=torch.float32, device=None) -> torch.Tensor:
@@ -60,9 +74,11 @@ def position_channels(frames: int, h: int, w: int, dtype=torch.float32, device=N
     return grid[None, :, None].expand(1, 2, frames, h, w)
 
 
-def concat_input(x: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, position: bool = False) -> torch.Tensor:
-    """[B, C, V*T, h, w] noisy latents -> [B, 2C + 1 (+ 2), V*T, h, w]: + references (broadcast over each
-    view's time from its t = 0 cell) + a flag channel, 1 on conditioned cells (+ position channels)."""
+def concat_input(x: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, position: bool = False,
+                 view_change: bool = False) -> torch.Tensor:
+    """[B, C, V*T, h, w] noisy latents -> [B, 2C + 1 (+ 2) (+ C), V*T, h, w]: + references (broadcast over
+    each view's time from its t = 0 cell) + a flag channel, 1 on conditioned cells (+ position channels)
+    (+ the fixed-view video's change, `fixed_view_change`)."""
     B, _, F_, h, w = x.shape
     ref = reference_term(reference.to(x.dtype), mask, broadcast=True)
     ref = ref.expand(B, -1, -1, -1, -1) if ref.shape[0] == 1 else ref
@@ -70,6 +86,9 @@ def concat_input(x: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, p
     parts = [x, ref, flag]
     if position:
         parts.append(position_channels(F_, h, w, x.dtype, x.device).expand(B, -1, -1, -1, -1))
+    if view_change:
+        change = fixed_view_change(reference.to(x.dtype), mask)
+        parts.append(change.expand(B, -1, -1, -1, -1) if change.shape[0] == 1 else change)
     return torch.cat(parts, dim=1)
 
 

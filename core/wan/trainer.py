@@ -70,6 +70,7 @@ class TrainVideoConfig:
     ema: float = 0.0                   # EMA decay of the exported weights (0 = export the last iterate)
     grad_clip: float = 1.0
     noise: str = "logit-normal"
+    loss_weight: str = "velocity"      # reference-residual models: "velocity" (x0 error / s) | "x0" (x0 error)
     train: str = "attn"                # "attn" | "lora" | "full"
     lora_rank: int = 16
     lora_alpha: float | None = None
@@ -412,14 +413,15 @@ def _train(cfg: TrainVideoConfig) -> dict:
             t = token_timesteps(mask, t, (x0.shape[-2] // ph) * (x0.shape[-1] // pw))
         if cfg.model.patch_embed_conditioning:
             set_reference(core, reference_term(x0, mask) if mask.any() else None)
-        inp = concat_input(x_in, x0, mask, cfg.model.position_channels) if cfg.model.concat_reference else x_in
+        inp = (concat_input(x_in, x0, mask, cfg.model.position_channels, cfg.model.view_change_channels)
+               if cfg.model.concat_reference else x_in)
         pred = model(inp, t, text).sample.float()
         weight = (~mask).reshape(1, 1, -1, 1, 1).float()
         if cfg.model.prediction == "velocity":
             err = F.mse_loss(pred, (noise - x0).float(), reduction="none") * weight
         else:  # the velocity error is the x0 error / s; s >= 0.1 keeps the rare tiny s from dominating
             x0_hat = predicted_x0(pred, reference_term(x0, mask, broadcast=True), cfg.model.prediction)
-            scale = s.clamp_min(0.1).view(-1, 1, 1, 1, 1)
+            scale = s.clamp_min(0.1).view(-1, 1, 1, 1, 1) if cfg.loss_weight == "velocity" else 1.0
             err = ((x0_hat - x0.float()) / scale) ** 2 * weight
         loss = err.sum() / (weight.sum() * x0.shape[0] * x0.shape[1] * x0.shape[3] * x0.shape[4]).clamp_min(1)
         optimizer.zero_grad(set_to_none=True)
