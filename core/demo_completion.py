@@ -114,7 +114,7 @@ def run_completion(out: Path, prep: Prepared, recon, seed: int, preview_size: in
     t0 = time.perf_counter()
     with torch.no_grad():
         frames, predicted = reconstruct_grid(recon, grids["completion"].permute(0, 1, 4, 2, 3).to(device))
-    frames = [g.detach().cpu() for g in frames]
+    frames = [g.detach().to("cpu") for g in frames]
     known = sample.cameras.resized(predicted.width, predicted.height)
     aligned, align = align_frames(frames, predicted.to("cpu"), known)
     timings["reconstruct_s"] = time.perf_counter() - t0

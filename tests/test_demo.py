@@ -138,3 +138,13 @@ def test_demo_with_the_shipped_models_writes_everything(tmp_path):
     for key in ("psnr_heldout_t0", "psnr_heldout_t0_untrained_reconstructor", "psnr_input_views",
                 "motion_mean_abs_frame_difference"):
         assert metrics[key] == pytest.approx(recorded[key], rel=0.02, abs=0.05), key
+    # the completion: view 0's video + the row in, the other views generated beside truth and static copy
+    for name in ("completion/preview.gif", "completion/contact_sheet.png", "completion/sequence/manifest.json"):
+        assert (out / name).exists(), name
+    done = metrics["completion"]
+    assert len(read_sequence(out / "completion" / "sequence")) == done["frames"]
+    assert len(gif_frames(out / "completion" / "preview.gif")) == done["frames"]
+    assert done["generated"]["psnr_moving"] > done["static_copy"]["psnr_moving"]
+    for method in ("generated", "static_copy", "time_only_control"):
+        for key in ("psnr", "psnr_moving"):
+            assert done[method][key] == pytest.approx(recorded["completion"][method][key], abs=0.05), (method, key)
