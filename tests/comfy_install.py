@@ -19,6 +19,8 @@ import tomllib
 import venv
 from pathlib import Path
 
+import pytest
+
 from comfy_runtime import CACHE, REPO
 
 ENVS = CACHE / "user_envs"
@@ -133,7 +135,15 @@ def torch213_env() -> Path:
     if not _stamped(env, key):
         shutil.rmtree(env, ignore_errors=True)
         venv.EnvBuilder(with_pip=True).create(env)
-        run([env_python(env), "-m", "pip", "install", "-q", "--no-compile", *TORCH213_SPECS])
+        py = env_python(env)
+        # only from this machine's files (pip's find-links): elsewhere PyPI would send a CUDA build of GBs
+        local = subprocess.run([py, "-m", "pip", "install", "-q", "--no-compile", "--no-index", "--no-deps",
+                                TORCH213_SPECS[0]], capture_output=True, text=True)
+        if local.returncode != 0:
+            shutil.rmtree(env, ignore_errors=True)
+            pytest.skip(f"no local {TORCH213_SPECS[0]} wheel on this machine (pip's find-links) for the "
+                        "different-torch environment")
+        run([py, "-m", "pip", "install", "-q", "--no-compile", *TORCH213_SPECS])
         _stamp(env, key)
     return env
 
