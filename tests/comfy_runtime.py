@@ -195,7 +195,7 @@ class ComfyServer:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
     # --- lifecycle ------------------------------------------------------------------------------
-    def start(self, timeout: float = 180) -> "ComfyServer":
+    def start(self, timeout: float = 600) -> "ComfyServer":  # ~20 s idle; minutes on a loaded machine
         for sub in ("models", "input", "output", "temp", "user", "custom_nodes"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         self.log_path = self.base / "server.log"
