@@ -6,8 +6,12 @@
     python3 install.py --run-demo      # ... then run the main job (fuse4d demo --out demo_out)
     python3 install.py --run-tests     # ... with the test extras, then run the test suite
 
-Idempotent: a stamp in .venv records what was installed; a second run with the same
-requirements skips pip entirely.
+The package declares only loose requirements (what ComfyUI already has, plus extras); the exact
+versions of this set-up are in constraints.txt. Idempotent: a stamp in .venv records what was
+installed; a second run with the same requirements skips pip entirely.
+
+Inside ComfyUI's custom_nodes, a bare `python install.py` (what ComfyUI-Manager runs after
+installing requirements.txt into ComfyUI's environment) does nothing: the pack needs no .venv.
 """
 from __future__ import annotations
 
@@ -22,11 +26,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".fuse4d-install-stamp"
+# Exact versions of every package this set-up installs (torch 2.14.1 + torchvision 0.29.1: one
+# build for CPU and CUDA); the package metadata itself pins nothing.
+CONSTRAINTS = ROOT / "constraints.txt"
 
-# Extras per mode. torch/torchvision pins live in pyproject.toml (one build for CPU and CUDA).
+# Extras (pyproject.toml) per mode: the stand-alone CLI and training need all but the test tools.
 GROUPS = {
-    "base": [],
-    "test": ["test", "blender"],
+    "base": ["gsplat", "wan"],
+    "test": ["gsplat", "wan", "test", "blender"],
 }
 
 
@@ -40,7 +47,7 @@ def run(cmd: list[str], **kw) -> None:
 
 
 def requirement_fingerprint(extras: list[str]) -> str:
-    text = (ROOT / "pyproject.toml").read_text() + "|" + ",".join(sorted(extras))
+    text = "|".join([(ROOT / "pyproject.toml").read_text(), CONSTRAINTS.read_text(), ",".join(sorted(extras))])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -60,11 +67,23 @@ def install(extras: list[str]) -> None:
         print("dependencies up to date (.venv)", flush=True)
         return
     spec = "." + (f"[{','.join(extras)}]" if extras else "")
-    run([venv_python(), "-m", "pip", "install", "--disable-pip-version-check", "-e", spec], cwd=ROOT)
+    run([venv_python(), "-m", "pip", "install", "--disable-pip-version-check", "-c", CONSTRAINTS, "-e", spec],
+        cwd=ROOT)
     STAMP.write_text(fingerprint)
 
 
+def inside_comfyui() -> bool:
+    """This checkout is a ComfyUI custom-node folder (ComfyUI-Manager and the Registry put packs there)."""
+    return ROOT.parent.name == "custom_nodes"
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv and inside_comfyui():
+        print("install.py: inside ComfyUI's custom_nodes: nothing to do (the node pack needs only what "
+              "requirements.txt lists; run `python3 install.py --run-demo` here for the stand-alone .venv)",
+              flush=True)
+        return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--run-demo", action="store_true", help="set up, then run `fuse4d demo --out demo_out`")

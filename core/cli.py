@@ -7,6 +7,8 @@ import argparse
 import importlib
 import sys
 
+from .extras import MissingExtra
+
 # name -> (module relative to fuse4d.core, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("cli_files", "describe a splat file or 4D sequence (count, SH degree, bounds, timesteps)"),
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, MissingExtra) as exc:
         # Bad input: one clear line, no traceback.
         print(f"fuse4d {args._name}: error: {exc}", file=sys.stderr)
         return 2

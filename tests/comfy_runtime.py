@@ -121,6 +121,7 @@ class ComfyServer:
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
     client_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    python: str = sys.executable  # the environment ComfyUI runs in (the tests' own, or a user-like one)
 
     @property
     def url(self) -> str:
@@ -194,11 +195,11 @@ class ComfyServer:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
     # --- lifecycle ------------------------------------------------------------------------------
-    def start(self, timeout: float = 180) -> "ComfyServer":
+    def start(self, timeout: float = 600) -> "ComfyServer":  # ~20 s idle; minutes on a loaded machine
         for sub in ("models", "input", "output", "temp", "user", "custom_nodes"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         self.log_path = self.base / "server.log"
-        cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+        cmd = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--base-directory", str(self.base), "--disable-auto-launch", "--preview-method", "none",
                "--database-url", "sqlite:///:memory:"]
         env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_DISABLE="1")

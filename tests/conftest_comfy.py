@@ -19,21 +19,26 @@ TEST_NODES = Path(__file__).resolve().parent / "comfy_test_nodes"
 RECON_WEIGHTS = "fuse4d_tiny_recon.safetensors"
 
 
-def _tiny_models() -> dict:
-    """Tiny random Wan DiT / VAE in ComfyUI's layout (written where ComfyUI is importable) and a tiny
-    random Fuse4D reconstructor (core.recon), cached in .cache/comfy_tiny_models."""
+def tiny_reconstructor() -> Path:
+    """A tiny random Fuse4D reconstructor (core.recon), cached in .cache/comfy_tiny_models/fuse4d."""
     from fuse4d.core.recon import write_tiny_reconstructor
 
-    names = run_with_comfy_path(
-        "import json\nfrom comfy_tiny_models import write_tiny_models\n"
-        f"print(json.dumps(write_tiny_models({str(TINY_DIR)!r})))\n")
     path = TINY_DIR / "fuse4d" / RECON_WEIGHTS
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.stem + ".partial.safetensors")
         write_tiny_reconstructor(partial, seed=0)
         partial.rename(path)
-    names["fuse4d"] = path.name
+    return path
+
+
+def _tiny_models() -> dict:
+    """Tiny random Wan DiT / VAE in ComfyUI's layout (written where ComfyUI is importable) and the tiny
+    reconstructor, cached in .cache/comfy_tiny_models."""
+    names = run_with_comfy_path(
+        "import json\nfrom comfy_tiny_models import write_tiny_models\n"
+        f"print(json.dumps(write_tiny_models({str(TINY_DIR)!r})))\n")
+    names["fuse4d"] = tiny_reconstructor().name
     return names
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import extras
 from ..cameras import Cameras
 from ..gaussians import Gaussians
 from ..sh import sh_to_rgb
@@ -28,8 +29,10 @@ def pick_backend(backend: str, device: torch.device) -> str:
         raise ValueError(f"unknown render backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if backend == "auto":
         return "gsplat" if device.type == "cuda" and gsplat_backend.available() else "torch"
-    if backend == "gsplat" and not (device.type == "cuda" and gsplat_backend.available()):
-        raise ValueError("the gsplat backend needs CUDA and the gsplat package; use backend='torch' on the CPU")
+    if backend == "gsplat" and device.type != "cuda":
+        raise ValueError("the gsplat backend needs CUDA; use backend='torch' on the CPU")
+    if backend == "gsplat" and not extras.available("gsplat"):
+        raise ValueError(extras.missing_message("gsplat"))
     return backend
 
 

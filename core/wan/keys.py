@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..extras import require
+
 COMFY_PREFIX = "model.diffusion_model."
 
 
@@ -160,7 +162,7 @@ def to_original_state_dict(state_dict: dict, comfy_prefix: bool = False) -> dict
 
 def build_wan_transformer(config: WanConfig, device: torch.device | str | None = None):
     """An (untrained) diffusers WanTransformer3DModel with this architecture."""
-    from diffusers import WanTransformer3DModel
+    WanTransformer3DModel = require("diffusers").WanTransformer3DModel
 
     with torch.device(device or "cpu"):
         return WanTransformer3DModel(**config.diffusers_kwargs())

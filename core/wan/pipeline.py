@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from ..extras import require
 from .attention_processor import fused_wan, is_patched
 from .conditioning import (cell_mask, concat_channels, concat_input, install_patch_conditioning, reference_term,
                            replace_clean, set_reference, token_timesteps)
@@ -48,7 +49,8 @@ class Generate4DOutput:
 def encode_prompt(prompt: str, text_encoder_path: str, tokenizer_path: str | None = None,
                   max_length: int = 512, device: torch.device | str = "cpu") -> torch.Tensor:
     """UMT5 encoder states [max_length, dim] for one prompt, zero after the last real token (as Wan)."""
-    from transformers import AutoTokenizer, UMT5EncoderModel
+    transformers = require("transformers")
+    AutoTokenizer, UMT5EncoderModel = transformers.AutoTokenizer, transformers.UMT5EncoderModel
 
     tok = AutoTokenizer.from_pretrained(tokenizer_path or text_encoder_path)
     enc = UMT5EncoderModel.from_pretrained(text_encoder_path).to(device).eval()

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..extras import require
 from .attention_processor import SYNC_NAME, add_sync_layers, patch_wan_transformer
 from .codecs import PixelCodec, WanVAECodec
 from .conditioning import (cell_mask, concat_input, install_patch_conditioning, reference_term, replace_clean,
@@ -271,7 +272,7 @@ def _make_codec(cfg: TrainVideoConfig, device: torch.device):
         if not cfg.vae:
             raise ValueError("codec 'wan-vae' needs --vae (a diffusers AutoencoderKLWan folder) unless the "
                              "dataset holds precomputed latents.safetensors")
-        from diffusers import AutoencoderKLWan
+        AutoencoderKLWan = require("diffusers").AutoencoderKLWan
 
         return WanVAECodec(AutoencoderKLWan.from_pretrained(cfg.vae).to(device).eval())
     raise ValueError(f"unknown codec {cfg.model.codec!r}")
