@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -130,11 +131,12 @@ def _clear_partials(out: Path, names: set[str]) -> None:
 
 def run_shard(assets: str | os.PathLike, out: str | os.PathLike, settings: RenderSettings,
               shard: tuple[int, int] = (0, 1), blender: str | None = None, threads: int = 0,
-              asset_timeout: float | None = None, progress: bool = True, log=print) -> dict:
+              asset_timeout: float | None = None, progress: bool = True, log=None) -> dict:
     """Render this shard's samples into `out`; returns (and writes) the shard report."""
     from tqdm.auto import tqdm
 
     settings.check()
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     index, count = shard
     root, out = asset_root(assets), Path(out)
     mine = [a for a in find_assets(assets) if shard_of(a, count) == index]
