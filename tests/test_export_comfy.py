@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 
+from conftest_comfy import comfy_server  # noqa: F401 (fixture: the session's real ComfyUI server)
 from fuse4d.core.wan.keys import WanConfig
 
 # ComfyUI's Wan detection: head dim 128, 256 frequency dims, 4096-wide text, patch 1x2x2.
@@ -183,3 +184,39 @@ def test_comfyui_stock_loaders_and_node_give_our_velocity(exported, comfy_veloci
         err = float((comfy[name] - v_ours).abs().max())
         assert err < 2e-4 * scale, f"{name}: max |ComfyUI - ours| = {err:.3g} (scale {scale:.3g})"
     assert float((comfy["base"] - v_base).abs().max()) < 2e-4 * scale
+
+
+def test_example_workflow_runs_with_the_exported_lora(exported, comfy_server):
+    """text_to_4d with the stock LoraLoaderModelOnly between UNETLoader (the base file) and the node,
+    whose `settings` input names the exported LoRA: views and t_max come from the file."""
+    import shutil
+
+    from conftest_comfy import load_workflow, swap_tiny
+
+    for sub, src, name in (("diffusion_models", exported["base"], "fuse4d_test_base.safetensors"),
+                           ("loras", exported["lora"], "fuse4d_test_lora.safetensors")):
+        (comfy_server.models / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, comfy_server.models / sub / name)
+    wf = swap_tiny(load_workflow("text_to_4d_wan21_t2v_1.3b.json"), comfy_server, steps=2)
+    wf = {k: v for k, v in wf.items() if v["class_type"] not in (
+        "Fuse4DLoadReconstructor", "Fuse4DReconstruct4DGaussians", "Fuse4DSave4DSplats")}
+    unet = next(k for k, v in wf.items() if v["class_type"] == "UNETLoader")
+    wf[unet]["inputs"]["unet_name"] = "fuse4d_test_base.safetensors"
+    wf["lora"] = {"class_type": "LoraLoaderModelOnly",
+                  "inputs": {"model": [unet, 0], "lora_name": "fuse4d_test_lora.safetensors", "strength_model": 1.0}}
+    for node in wf.values():
+        if node["inputs"].get("model") == [unet, 0] and node["class_type"] != "LoraLoaderModelOnly":
+            node["inputs"]["model"] = ["lora", 0]
+        if node["class_type"] == "Fuse4DFusedViewTimeAttention":
+            node["inputs"].update(views=0, t_max=0, settings="loras/fuse4d_test_lora.safetensors")
+        if node["class_type"] == "Fuse4DEmpty4DLatent":
+            node["inputs"]["views"] = V  # the grid the LoRA was trained on
+        if node["class_type"] == "KSampler":
+            node["inputs"]["seed"] = 777
+    entry = comfy_server.run(wf)
+    saved = [img for out in entry["outputs"].values() for img in out.get("images", [])]
+    assert len([s for s in saved if s["filename"].endswith(".png")]) == V  # frozen time: one image per view
+    assert any(s["filename"].endswith(".webp") for s in saved)
+    log = comfy_server.log_tail(400)
+    assert "lora key not loaded" not in log
+    assert "was trained with" not in log  # the node took the file's views and t_max: nothing disagrees
