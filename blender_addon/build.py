@@ -14,7 +14,8 @@ ADDON = Path(__file__).resolve().parent
 CORE_IO = ADDON.parent / "core" / "io"
 BUNDLED = "_splatio"
 DATA_FILES = ("blender_manifest.toml", "comfy_workflow.json")
-NOT_SHIPPED = {"build.py"}
+# Run by `fuse4d render-dataset` as their own processes, not parts of the add-on.
+NOT_SHIPPED = {"build.py", "dataset_worker.py", "animated_assets.py"}
 
 
 def version() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from .fuse4d_settings import NONE, load_settings, resolve, settings_choices
 from .wan_patch import BACKENDS, patch_fused_view_time
 
 
@@ -19,14 +20,20 @@ class FusedViewTimeAttention(io.ComfyNode):
                         "positions become v*T_max + t. No new weights; text cross-attention unchanged.",
             inputs=[
                 io.Model.Input("model"),
-                io.Int.Input("views", default=4, min=1, max=64),
+                io.Int.Input("views", default=4, min=0, max=64,
+                             tooltip="views V of the grid (0: the settings file's, else 4)"),
                 io.Int.Input("t_max", default=0, min=0, max=4096,
-                             tooltip="RoPE time slots per view in latent frames (0: exactly T, no gap)"),
+                             tooltip="RoPE time slots per view in latent frames (0: the settings file's, "
+                                     "else exactly T, no gap)"),
                 io.Combo.Input("backend", options=list(BACKENDS), default="auto"),
+                io.Combo.Input("settings", options=settings_choices(), default=NONE, optional=True,
+                               tooltip="a model or LoRA written by `fuse4d export-comfy`: views and t_max "
+                                       "default to what it was trained with; a warning when they differ"),
             ],
             outputs=[io.Model.Output()],
         )
 
     @classmethod
-    def execute(cls, model, views, t_max, backend) -> io.NodeOutput:
+    def execute(cls, model, views, t_max, backend, settings=NONE) -> io.NodeOutput:
+        views, t_max, _ = resolve(views, t_max, load_settings(settings), settings)
         return io.NodeOutput(patch_fused_view_time(model, views, t_max, backend))

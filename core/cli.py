@@ -16,9 +16,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("cli_render", "render a splat scene from orbit cameras to PNGs and a contact sheet"),
     "synth": ("cli_synth", "write synthetic dynamic 4D scenes (moving textured objects, fixed cameras)"),
     "reconstruct": ("recon.cli", "reconstruct a V x T grid of images into a 4D splat sequence (VGGT-based)"),
+    "cache-latents": ("cli_cache_latents", "encode a frames dataset once into Wan latents + text states (sharded under torchrun)"),
     "train-video": ("wan.train_cli", "fine-tune Wan into a fused 4D video model, or train the tiny one on the CPU"),
     "train-recon": ("recon.train_cli", "train the feed-forward 4D reconstructor (static, then dynamic stage)"),
     "animate-scene": ("cli_animate", "animate a captured scene's frozen-time views (the Blender add-on's local back end)"),
+    "render-dataset": ("cli_render_dataset", "render animated 3D assets into 4D training samples with Blender (sharded, resumable)"),
+    "export-comfy": ("cli_export_comfy", "write a fine-tuned Wan / its LoRA as files ComfyUI's stock loaders read"),
     "demo": ("demo", "the main job on the embedded default: sample scene -> 4D -> Gaussians"),
 }
 

@@ -195,7 +195,9 @@ class ComfyServer:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
     # --- lifecycle ------------------------------------------------------------------------------
-    def start(self, timeout: float = 600) -> "ComfyServer":  # ~20 s idle; minutes on a loaded machine
+    def start(self, timeout: float | None = None) -> "ComfyServer":
+        # start-up imports torch and every node pack: ~20 s idle, minutes on a loaded machine (env override)
+        timeout = timeout or float(os.environ.get("FUSE4D_COMFY_START_TIMEOUT", 600))
         for sub in ("models", "input", "output", "temp", "user", "custom_nodes"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         self.log_path = self.base / "server.log"

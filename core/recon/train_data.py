@@ -146,9 +146,17 @@ def read_sample(folder: str | Path, background=(0.55, 0.65, 0.8)) -> Sample:
     if len(cams) != images.shape[0] or len(heldout) != held.shape[0]:
         raise ValueError(f"{folder}: cameras.json lists {len(cams)}+{len(heldout)} cameras but the folder "
                          f"holds {images.shape[0]}+{held.shape[0]} views")
+    depth = None
+    if (folder / "depth.safetensors").is_file():  # written by `fuse4d render-dataset`
+        from safetensors.torch import load_file
+
+        depth = load_file(str(folder / "depth.safetensors"))["depth"].float()
+        if tuple(depth.shape) != tuple(images.shape[:4]):
+            raise ValueError(f"{folder / 'depth.safetensors'}: depth {tuple(depth.shape)} does not match the "
+                             f"{tuple(images.shape[:4])} grid")
     v0 = cams.viewmats[0]
     return Sample(images, held, relative_to_first(cams, v0), relative_to_first(heldout, v0),
-                  tuple(meta.get("background", background)), int(meta.get("seed", -1)))
+                  tuple(meta.get("background", background)), int(meta.get("seed", -1)), depth)
 
 
 def read_grid_named(folder: Path, prefix: str) -> torch.Tensor:

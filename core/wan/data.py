@@ -262,8 +262,9 @@ class FolderDataset:
     def __init__(self, root: str, rank: int = 0, world: int = 1, seed: int = 0):
         if not os.path.isdir(root):
             raise FileNotFoundError(f"video dataset folder not found: {root}")
+        # hidden folders are other tools' temporary ones (e.g. render-dataset's .NAME.partial)
         self.samples = sorted(os.path.join(root, d) for d in os.listdir(root)
-                              if os.path.isdir(os.path.join(root, d)))
+                              if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
         if not self.samples:
             raise ValueError(f"{root}: no sample folders (see docs/datasets.md, 'Video model training')")
         self.samples = self.samples[rank::world] or self.samples

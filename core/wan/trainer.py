@@ -269,13 +269,18 @@ def _make_codec(cfg: TrainVideoConfig, device: torch.device):
     if cfg.model.codec == "pixel":
         return PixelCodec(cfg.model.pixel_factor)
     if cfg.model.codec == "wan-vae":
-        if not cfg.vae:
-            raise ValueError("codec 'wan-vae' needs --vae (a diffusers AutoencoderKLWan folder) unless the "
-                             "dataset holds precomputed latents.safetensors")
+        if not cfg.vae:  # fine while every sample holds latents.safetensors (fuse4d cache-latents)
+            return _NoVAE()
         AutoencoderKLWan = require("diffusers").AutoencoderKLWan
 
         return WanVAECodec(AutoencoderKLWan.from_pretrained(cfg.vae).to(device).eval())
     raise ValueError(f"unknown codec {cfg.model.codec!r}")
+
+
+class _NoVAE:
+    def encode(self, frames):
+        raise ValueError("codec 'wan-vae' needs --vae (a diffusers AutoencoderKLWan folder) unless the "
+                         "dataset holds precomputed latents.safetensors")
 
 
 class _TextStates:
