@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-video": ("wan.train_cli", "fine-tune Wan into a fused 4D video model, or train the tiny one on the CPU"),
     "train-recon": ("recon.train_cli", "train the feed-forward 4D reconstructor (static, then dynamic stage)"),
     "animate-scene": ("cli_animate", "animate a captured scene's frozen-time views (the Blender add-on's local back end)"),
+    "convert-weights": ("cli_weights", "convert a pickled checkpoint (.pt) to safetensors, tensors only"),
     "demo": ("demo", "the main job on the embedded default: sample scene -> 4D -> Gaussians"),
 }
 
