@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -56,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         # Bad input: one clear line, no traceback.
         print(f"fuse4d {args._name}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise
+        # Outputs are written under temporary names: nothing half-written is left behind.
+        print(f"fuse4d {args._name}: error: out of disk space, nothing was written ({exc})", file=sys.stderr)
         return 2
 
 
