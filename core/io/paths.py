@@ -21,8 +21,11 @@ def member_problem(folder: str | os.PathLike, name: object) -> str | None:
         return "must be relative to its folder (no absolute path or drive letter)"
     if ".." in windows.parts or ".." in posix.parts:
         return "must not climb out of its folder ('..')"
-    root = Path(folder).resolve()
-    target = (root / name).resolve()  # follows symlinks, in the folder or on the way
+    try:
+        root = Path(folder).resolve()
+        target = (root / name).resolve()  # follows symlinks, in the folder or on the way
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a name too long
+        return f"cannot be resolved ({exc})"
     if target != root and root not in target.parents:
         return "leaves its folder through a symlink"
     return None

@@ -176,7 +176,10 @@ def read_ply(path: str | os.PathLike) -> SplatArrays:
     # Binary data goes straight into one numpy buffer; the one gather below is the only other pass.
     raw = path.read_bytes() if header.fmt == "ascii" else np.fromfile(path, np.uint8)
     table = _vertex_table(path, raw, header)
-    rest = sorted((n for n in table if n.startswith("f_rest_")), key=lambda n: int(n[7:]))
+    rest = [n for n in table if n.startswith("f_rest_")]
+    if not all(n[7:].isdecimal() and n[7:].isascii() for n in rest):  # found by fuzzing: 'f_rest_4\xff'
+        raise SplatFormatError(path, f"f_rest_* properties must be numbered: {sorted(rest)[:4]}")
+    rest.sort(key=lambda n: int(n[7:]))
     if rest != [f"f_rest_{i}" for i in range(len(rest))] or len(rest) % 3 or (len(rest) // 3 + 1) not in (1, 4, 9, 16):
         raise SplatFormatError(path, f"f_rest_* properties ({len(rest)}) do not form SH degree 0-3")
     k = len(rest) // 3 + 1

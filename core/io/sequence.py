@@ -210,9 +210,13 @@ def read_sequence(folder: str | os.PathLike) -> Sequence4D:
     frames = []
     for entry in manifest["frames"]:
         member = _safe_member(folder, entry.get("file"))
-        if not member.exists():
-            raise SplatFormatError(folder / MANIFEST, f"frame file {member.name} is missing")
-        arrays = read_ply(member)
+        try:
+            if not member.is_file():
+                raise SplatFormatError(folder / MANIFEST, f"frame file {member.name} is missing")
+            arrays = read_ply(member)
+        except OSError as exc:  # e.g. a name too long for the file system (found by fuzzing)
+            raise SplatFormatError(folder / MANIFEST, f"frame file {str(member.name)[:80]!r} cannot be "
+                                                      f"read ({exc.strerror})") from None
         if "count" in entry and entry["count"] != len(arrays):
             raise SplatFormatError(member, f"holds {len(arrays)} Gaussians, the manifest says {entry['count']}")
         frames.append(arrays)
