@@ -17,7 +17,7 @@ from fuse4d.core.io import read_ply, write_ply
 from fuse4d.core.io.ply import encode_ply
 
 HERE = Path(__file__).resolve().parent
-TRIALS = 3  # per writer here; bench/faults.py runs many more
+TRIALS = 2  # per writer here (seeded); bench/faults.py runs many more
 posix_only = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and RLIMIT_FSIZE are POSIX")
 
 
@@ -127,3 +127,40 @@ def test_training_killed_at_a_random_step_resumes_to_the_same_weights(tmp_path):
     assert resumed["losses"] == straight["losses"]
     a, b = resumed["model"].state_dict(), straight["model"].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in b), [k for k in b if not torch.equal(a[k], b[k])][:5]
+
+
+def test_an_injected_enospc_is_one_clear_line_and_nothing_is_left(tmp_path, monkeypatch, capsys):
+    """ENOSPC itself (the errno a full disk gives), injected after part of the file is written."""
+    import builtins
+    import errno
+
+    from fault_writer import arrays
+
+    from fuse4d.core.cli import main
+    from fuse4d.core.io import ply
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f, self.written = f, 0
+
+        def write(self, data):  # the disk fills 4 KiB into the file
+            data = bytes(data)
+            self.written += self.f.write(data[:max(4096 - self.written, 0)])
+            if self.written >= 4096:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return len(data)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    src = tmp_path / "in.ply"
+    src.write_bytes(encode_ply(arrays(0)))
+    monkeypatch.setattr(ply, "open", lambda path, mode="r": FullDisk(builtins.open(path, mode)) if "w" in mode
+                        else builtins.open(path, mode), raising=False)
+    assert main(["convert", str(src), str(tmp_path / "out.ply")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fuse4d convert: error: out of disk space, nothing was written") and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ply"]
