@@ -224,12 +224,24 @@ def cameras_to_dicts(cameras: Cameras) -> list[dict]:
              "width": cameras.width, "height": cameras.height} for i in range(len(cameras))]
 
 
+def _plain(camera):
+    """numpy / torch matrices and integers as the JSON values the checks expect."""
+    if not isinstance(camera, dict):
+        return camera
+    out = dict(camera)
+    for key in ("viewmat", "K", "width", "height"):
+        if hasattr(out.get(key), "tolist") and not isinstance(out[key], list):
+            out[key] = out[key].tolist()
+    return out
+
+
 def cameras_from_dicts(items: list[dict]) -> Cameras:
     """Cameras from manifest/job-style entries; a ValueError names the first unusable one."""
     from .io.sequence import camera_problem
 
     if not isinstance(items, list) or not items:
         raise ValueError("no cameras (expected a non-empty list of camera objects)")
+    items = [_plain(c) for c in items]
     for i, item in enumerate(items):
         problem = camera_problem(item)
         if problem:
