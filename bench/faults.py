@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """SIGKILL at random moments during every writer, many times (not a test; tests/test_faults.py runs
-a seeded few). Figures for docs/reliability.md: kills per writer, outputs found complete (old or
+a seeded few). Figures for docs/reliability.md: kills per writer (even trials: at a random moment;
+odd: at a random byte of the next version's Python-level writes), outputs found complete (old or
 new version), torn outputs (target: 0).
 
     .venv/bin/python bench/faults.py [--kills 50] [--window 0.4] [--json out.json]
@@ -38,14 +39,16 @@ def main() -> int:
             for trial in range(args.kills):
                 path = scratch / f"t{trial}" / ("out" if kind in ("sequence", "job", "checkpoint") else f"out.{kind}")
                 path.parent.mkdir(parents=True)
-                kill_during_writes(kind, path, random.Random(f"{kind}-{trial}"), args.window)
+                rng = random.Random(f"{kind}-{trial}")
+                inside = rng.randrange(1, 6_000_000) if trial % 2 else None  # odd: at a random written byte
+                kill_during_writes(kind, path, rng, args.window, inside)
                 try:
                     found = state(kind, path)
                     if complete and found not in complete:
                         torn.append({"trial": trial, "error": "neither version"})
                 except Exception as exc:  # noqa: BLE001 (a torn output is what we count)
                     torn.append({"trial": trial, "error": f"{type(exc).__name__}: {exc}"[:200]})
-                leftovers = [q.name for q in path.parent.iterdir() if q.name.endswith((".partial", ".tmp"))]
+                leftovers = [q.name for q in path.parent.rglob("*") if q.name.endswith((".partial", ".tmp"))]
                 rows.append({"kind": kind, "trial": trial, "leftover_temporaries": len(leftovers)})
             summary = {"kind": kind, "kills": args.kills, "complete": args.kills - len(torn), "torn": len(torn),
                        "first_torn": torn[:3], "kills_leaving_a_temporary": sum(

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Writers under fault injection, shared by tests/test_faults.py and bench/faults.py.
 
-`python tests/fault_writer.py KIND PATH` writes versions 0, 1, 0, 1, ... of one output to PATH
-forever, printing "ready" after the first complete write; the parent kills it with SIGKILL at a
-random moment and checks that PATH holds exactly one complete version (`state`)."""
+`python tests/fault_writer.py KIND PATH [BYTES]` writes versions 0, 1, 0, 1, ... of one output to
+PATH forever, printing "ready" after the first complete write; the parent kills it with SIGKILL at
+a random moment (or, with BYTES, the child kills itself once that many more bytes were written:
+inside a writer for sure) and checks that PATH holds exactly one complete version (`state`)."""
 from __future__ import annotations
 
 import hashlib
@@ -101,13 +102,55 @@ def expected(kind: str, scratch: Path) -> set[str]:
     return out
 
 
+def kill_inside_writes(after_bytes: int) -> None:
+    """From now on, SIGKILL this process once `after_bytes` more bytes went through Python file
+    writes: the kill lands inside a writer at a chosen point (safetensors' own writes excepted)."""
+    import builtins
+    import io
+    import os
+    import signal
+
+    real_open, left = io.open, [after_bytes]
+
+    class Dying:
+        def __init__(self, f):
+            self._f = f
+
+        def write(self, data):
+            view = memoryview(data).cast("B") if not isinstance(data, str) else data
+            if len(view) >= left[0]:
+                self._f.write(view[:left[0]])
+                self._f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            left[0] -= len(view)
+            return self._f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self._f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self._f.__exit__(*exc)
+
+    def dying_open(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        return Dying(f) if any(c in mode for c in "wax+") else f
+
+    builtins.open = io.open = dying_open
+
+
 def main() -> None:
     kind, path = sys.argv[1], Path(sys.argv[2])
+    kill_after = int(sys.argv[3]) if len(sys.argv) > 3 else None
     cache: dict = {}
     for n in range(10 ** 9):
         write(kind, path, n + 1 if kind == "checkpoint" else n % 2, cache)
         if n == 0:
             print("ready", flush=True)
+            if kill_after is not None:
+                kill_inside_writes(kill_after)
 
 
 if __name__ == "__main__":

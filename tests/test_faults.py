@@ -21,13 +21,19 @@ TRIALS = 2  # per writer here (seeded); bench/faults.py runs many more
 posix_only = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and RLIMIT_FSIZE are POSIX")
 
 
-def kill_during_writes(kind: str, path: Path, rng: random.Random, window: float = 0.4) -> None:
-    """Start the looping writer, let it finish one version, SIGKILL it `rng`-randomly later."""
-    proc = subprocess.Popen([sys.executable, str(HERE / "fault_writer.py"), kind, str(path)],
+def kill_during_writes(kind: str, path: Path, rng: random.Random, window: float = 0.4,
+                       inside_bytes: int | None = None) -> None:
+    """Start the looping writer, let it finish one version, then SIGKILL it `rng`-randomly later
+    (or, with `inside_bytes`, let it kill itself after that many more bytes written)."""
+    extra = [] if inside_bytes is None else [str(inside_bytes)]
+    proc = subprocess.Popen([sys.executable, str(HERE / "fault_writer.py"), kind, str(path), *extra],
                             stdout=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     try:
         assert proc.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, window))
+        if inside_bytes is None:
+            time.sleep(rng.uniform(0.0, window))
+        else:
+            proc.wait(timeout=120)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -40,7 +46,9 @@ def test_sigkill_during_a_writer_leaves_the_old_or_the_new_output(tmp_path, kind
     for trial in range(TRIALS):
         path = tmp_path / f"trial{trial}" / ("out" if kind in ("sequence", "job", "checkpoint") else f"out.{kind}")
         path.parent.mkdir()
-        kill_during_writes(kind, path, random.Random(f"{kind}-{trial}"))
+        rng = random.Random(f"{kind}-{trial}")
+        # odd trials: killed at a random byte of the next version's writes (inside a writer for sure)
+        kill_during_writes(kind, path, rng, inside_bytes=rng.randrange(1, 6_000_000) if trial % 2 else None)
         found = state(kind, path)  # the project's reader: raises on a torn output
         if complete:
             assert found in complete, f"{kind} trial {trial}: neither version"
