@@ -40,15 +40,15 @@ def check_safetensors(path: str | os.PathLike) -> dict:
             raise WeightsFileError(f"{path}: too short for a safetensors file ({size} bytes)")
         (n,) = struct.unpack("<Q", head)
         if n > MAX_HEADER_BYTES or 8 + n > size:
-            raise WeightsFileError(f"{path}: not a safetensors file (header length {n} does not fit "
+            raise WeightsFileError(f"{path}: not a readable safetensors file (header length {n} does not fit "
                                    f"the file's {size} bytes)")
         raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise WeightsFileError(f"{path}: not a safetensors file (its header is not JSON)") from None
+        raise WeightsFileError(f"{path}: not a readable safetensors file (its header is not JSON)") from None
     if not isinstance(header, dict):
-        raise WeightsFileError(f"{path}: not a safetensors file (its header is not a JSON object)")
+        raise WeightsFileError(f"{path}: not a readable safetensors file (its header is not a JSON object)")
     data = size - 8 - n
     for key, entry in header.items():
         if key == "__metadata__":
