@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fault_writer import KINDS, expected, state  # noqa: E402
-from test_faults import kill_during_writes  # noqa: E402
+from test_faults import kill_byte, kill_during_writes  # noqa: E402
 
 
 def main() -> int:
@@ -40,7 +40,7 @@ def main() -> int:
                 path = scratch / f"t{trial}" / ("out" if kind in ("sequence", "job", "checkpoint") else f"out.{kind}")
                 path.parent.mkdir(parents=True)
                 rng = random.Random(f"{kind}-{trial}")
-                inside = rng.randrange(1, 6_000_000) if trial % 2 else None  # odd: at a random written byte
+                inside = kill_byte(kind, rng) if trial % 2 else None  # odd: at a random written byte
                 kill_during_writes(kind, path, rng, args.window, inside)
                 try:
                     found = state(kind, path)
