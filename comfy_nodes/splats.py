@@ -143,8 +143,9 @@ class LoadSplat(io.ComfyNode):
 
     @classmethod
     def execute(cls, splat) -> io.NodeOutput:
-        path = Path(folder_paths.get_annotated_filepath(splat)).resolve()
-        roots = [Path(folder_paths.get_directory_by_type(t)).resolve() for t in ("input", "output", "temp")]
+        # the name must not climb out ('..', absolute); files the user linked into the folders still load
+        path = Path(os.path.abspath(folder_paths.get_annotated_filepath(splat)))
+        roots = [Path(os.path.abspath(folder_paths.get_directory_by_type(t))) for t in ("input", "output", "temp")]
         if not any(root in path.parents for root in roots):
             raise ValueError(f"{splat}: a splat must lie inside ComfyUI's input, output or temp folder")
         data = read_any(path)
