@@ -224,6 +224,15 @@ def output_files(outputs: dict, nodes: list[str]) -> list[tuple[str, str, str]]:
     return found
 
 
+def plain_file_name(name: str) -> str:
+    """The last part of a file name a server sent (its folders dropped, / and \\ alike), refused
+    when nothing plain is left: downloads land only inside the job's result folder."""
+    base = re.split(r"[/\\]", name)[-1]
+    if base in ("", ".", "..") or "\0" in base or ":" in base:
+        raise RuntimeError(f"ComfyUI sent an unusable output file name {name!r}")
+    return base
+
+
 class ComfyUIBackend(Backend):
     """Upload views, queue the bound workflow, poll /history, download the output node's files into
     JOB/result. All HTTP happens in a background thread; poll() only reads shared state."""
@@ -306,12 +315,15 @@ class ComfyUIBackend(Backend):
         files = output_files(outputs, [self.bindings.output_node] if self.bindings.output_node else list(outputs))
         if not files:
             raise RuntimeError("ComfyUI finished but the output node produced no files")
+        names = [plain_file_name(name) for name, _, _ in files]  # before anything is written
+        if len(set(names)) != len(names):
+            raise RuntimeError(f"ComfyUI sent two output files of the same name: {sorted(names)}")
         tmp = folder.with_name(folder.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        for name, subfolder, kind in files:
+        for local, (name, subfolder, kind) in zip(names, files):
             query = urllib.parse.urlencode({"filename": name, "subfolder": subfolder, "type": kind})
-            (tmp / Path(name).name).write_bytes(self._request(f"/view?{query}"))
+            (tmp / local).write_bytes(self._request(f"/view?{query}"))
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
 

@@ -143,7 +143,11 @@ class LoadSplat(io.ComfyNode):
 
     @classmethod
     def execute(cls, splat) -> io.NodeOutput:
-        path = folder_paths.get_annotated_filepath(splat)
+        # the name must not climb out ('..', absolute); files the user linked into the folders still load
+        path = Path(os.path.abspath(folder_paths.get_annotated_filepath(splat)))
+        roots = [Path(os.path.abspath(folder_paths.get_directory_by_type(t))) for t in ("input", "output", "temp")]
+        if not any(root in path.parents for root in roots):
+            raise ValueError(f"{splat}: a splat must lie inside ComfyUI's input, output or temp folder")
         data = read_any(path)
         if isinstance(data, Sequence4D):
             raise ValueError(f"{splat} is a 4D sequence; Load Splat reads one static splat")
@@ -214,12 +218,11 @@ class RenderFrozenTimeViews(io.ComfyNode):
 def cameras_from_json(text: str, width: int, height: int) -> Cameras:
     """Cameras given as JSON (the sequence manifest's / the Blender job's entries), resized to
     width x height."""
-    from ..core.cameras import cameras_from_dicts
+    from ..core.cameras import cameras_from_json_text
 
     try:
-        items = json.loads(text)
-        cams = cameras_from_dicts(items)
-    except (ValueError, KeyError, TypeError) as exc:
+        cams = cameras_from_json_text(text)
+    except ValueError as exc:
         raise ValueError(f"cameras_json must be a JSON list of cameras with viewmat, K, width and height ({exc})") \
             from None
     return cams.resized(width, height)
@@ -377,10 +380,7 @@ class Load4DSplats(io.ComfyNode):
         if root not in folder.parents or not (folder / "manifest.json").exists():
             raise ValueError(f"no 4D splat sequence (manifest.json) at input/{sequence}")
         manifest = read_manifest(folder)  # validated: format, frames, fps, cameras
-        names = [str(entry.get("file", "")) if isinstance(entry, dict) else "" for entry in manifest["frames"]]
-        for name in names:
-            if not name or Path(name).is_absolute() or ".." in Path(name).parts:
-                raise ValueError(f"input/{sequence}: frame file {name!r} must be a name inside the folder")
+        names = [entry["file"] for entry in manifest["frames"]]  # checked to stay inside the folder
         steps = Steps(len(names))
         frames = []
         for name in names:  # .ply (the 4D format) or .spz (Save 4D Splats, format spz)

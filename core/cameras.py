@@ -224,9 +224,39 @@ def cameras_to_dicts(cameras: Cameras) -> list[dict]:
              "width": cameras.width, "height": cameras.height} for i in range(len(cameras))]
 
 
+def _plain(camera):
+    """numpy / torch matrices and integers as the JSON values the checks expect."""
+    if not isinstance(camera, dict):
+        return camera
+    out = dict(camera)
+    for key in ("viewmat", "K", "width", "height"):
+        if hasattr(out.get(key), "tolist") and not isinstance(out[key], list):
+            out[key] = out[key].tolist()
+    return out
+
+
 def cameras_from_dicts(items: list[dict]) -> Cameras:
-    if not items:
-        raise ValueError("no cameras")
+    """Cameras from manifest/job-style entries; a ValueError names the first unusable one."""
+    from .io.sequence import camera_problem
+
+    if not isinstance(items, list) or not items:
+        raise ValueError("no cameras (expected a non-empty list of camera objects)")
+    items = [_plain(c) for c in items]
+    for i, item in enumerate(items):
+        problem = camera_problem(item)
+        if problem:
+            raise ValueError(f"camera {i}: {problem}")
     return Cameras(torch.tensor([c["viewmat"] for c in items], dtype=torch.float32),
                    torch.tensor([c["K"] for c in items], dtype=torch.float32),
                    int(items[0]["width"]), int(items[0]["height"]))
+
+
+def cameras_from_json_text(text: str) -> Cameras:
+    """Cameras given as JSON text (a ComfyUI node input, a Blender rig): ValueError for anything else."""
+    import json
+
+    try:
+        items = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"cameras JSON does not parse ({type(exc).__name__}: {exc})"[:300]) from None
+    return cameras_from_dicts(items)

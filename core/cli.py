@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -22,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "animate-scene": ("cli_animate", "animate a captured scene's frozen-time views (the Blender add-on's local back end)"),
     "render-dataset": ("cli_render_dataset", "render animated 3D assets into 4D training samples with Blender (sharded, resumable)"),
     "export-comfy": ("cli_export_comfy", "write a fine-tuned Wan / its LoRA as files ComfyUI's stock loaders read"),
+    "convert-weights": ("cli_weights", "convert a pickled checkpoint (.pt) to safetensors, tensors only"),
     "demo": ("demo", "the main job on the embedded default: sample scene -> 4D -> Gaussians"),
 }
 
@@ -60,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, MissingExtra) as exc:
         # Bad input: one clear line, no traceback.
         print(f"fuse4d {args._name}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise
+        # Outputs are written under temporary names: nothing half-written is left behind.
+        print(f"fuse4d {args._name}: error: out of disk space, nothing was written ({exc})", file=sys.stderr)
         return 2
 
 

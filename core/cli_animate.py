@@ -30,12 +30,11 @@ def load_views(folder: Path, job: dict):
     import torch
 
     from .images import load_image
+    from .io.paths import safe_member
 
     images = []
     for cam in job["cameras"]:
-        path = (folder / cam["image"]).resolve()
-        if folder.resolve() not in path.parents:
-            raise ValueError(f"{cam['image']}: a job image must lie inside the job folder")
+        path = safe_member(folder, cam["image"], what="job image")  # read_job checked it too
         if not path.exists():
             raise FileNotFoundError(f"{path}: view image not found")
         images.append(load_image(path))

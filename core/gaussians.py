@@ -77,6 +77,19 @@ class Gaussians:
     def __len__(self) -> int:
         return self.means.shape[0]
 
+    def nonfinite(self) -> str | None:
+        """Where NaN/inf values are (how many Gaussians, which fields, the first indices), or None;
+        the same policy as SplatArrays.nonfinite: such Gaussians are refused, never rendered."""
+        with torch.no_grad():
+            bad = {f.name: ~torch.isfinite(getattr(self, f.name)).reshape(len(self), -1).all(1)
+                   for f in fields(self)} if len(self) else {}
+            if not bad or not any(bool(m.any()) for m in bad.values()):
+                return None
+            rows = torch.nonzero(torch.stack(list(bad.values())).any(0)).flatten().tolist()
+        where = ", ".join(f"{name} {int(m.sum())}" for name, m in bad.items() if m.any())
+        first = ", ".join(map(str, rows[:5])) + (" ..." if len(rows) > 5 else "")
+        return f"{len(rows)} of {len(self)} Gaussians hold NaN or infinite values ({where}; first: {first})"
+
     # activations -------------------------------------------------------------------------
     @property
     def scales(self) -> torch.Tensor:

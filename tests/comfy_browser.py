@@ -176,6 +176,7 @@ def open_comfy(browser: Browser, url: str, timeout: float = 150) -> None:
     definitions registered."""
     browser.navigate(url + "/")
     browser.wait_for(f"window.comfyAPI && window.comfyAPI.app && {APP}.graph && window.Fuse4DPlayer"
+                     f" && {APP}.canvas && {APP}.canvas.canvas"  # a workflow loaded before the canvas fails
                      " && window.LiteGraph && LiteGraph.registered_node_types['Fuse4DSave4DSplats']",
                      timeout=timeout)
 
@@ -214,7 +215,9 @@ def export_ui_workflows() -> list:
         for api_path in sorted((REPO / "example_workflows" / "api").glob("*.json")):
             ui = api_to_ui(browser, json.loads(api_path.read_text()), api_path.name)
             ui["id"] = "00000000-0000-0000-0000-000000000000"  # stable across regenerations
-            ui.get("extra", {}).pop("ds", None)  # the canvas view of this session
+            # A neutral canvas view instead of this session's: ComfyUI 0.27's frontend fails
+            # ("getCanvas: canvas is null") on a workflow without extra.ds loaded right after page open.
+            ui.setdefault("extra", {})["ds"] = {"scale": 1, "offset": [0, 0]}
             out = REPO / "example_workflows" / api_path.name
             out.write_text(json.dumps(ui, indent=1) + "\n")
             written.append(out)

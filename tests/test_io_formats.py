@@ -11,6 +11,7 @@ from conftest import random_arrays
 
 from fuse4d.core.io import (Sequence4D, SplatFormatError, read_sequence, read_splat, read_spz,
                             write_sequence, write_splat, write_spz)
+from fuse4d.core.io.splat import RECORD
 from fuse4d.core.io.spz import HEADER, MAGIC
 
 
@@ -102,7 +103,7 @@ def test_sequence_rejects_unsafe_or_missing_members(tmp_path):
     manifest = json.loads(manifest_path.read_text())
     manifest["frames"][1]["file"] = "../escape.ply"
     manifest_path.write_text(json.dumps(manifest))
-    with pytest.raises(SplatFormatError, match="relative name"):
+    with pytest.raises(SplatFormatError, match="climb out of its folder"):
         read_sequence(tmp_path / "seq")
     manifest["frames"][1]["file"] = "nothere.ply"
     manifest_path.write_text(json.dumps(manifest))
@@ -154,10 +155,16 @@ def test_reads_gsplat_exported_splat(tmp_path):
 
 
 def test_splat_rejects_nan(tmp_path, arrays):
-    arrays.means[2, 0] = np.inf
     write_splat(tmp_path / "a.splat", arrays)
-    with pytest.raises(SplatFormatError, match="a.splat.*infinite"):
+    records = np.fromfile(tmp_path / "a.splat", RECORD)
+    records["position"][2, 0] = np.inf
+    records.tofile(tmp_path / "a.splat")
+    with pytest.raises(SplatFormatError, match="a.splat: 1 of 200 records .*infinite.*first: 2"):
         read_splat(tmp_path / "a.splat")
+    arrays.means[2, 0] = np.inf
+    with pytest.raises(ValueError, match="1 of 200 Gaussians hold NaN or infinite values"):
+        write_splat(tmp_path / "b.splat", arrays)
+    assert not (tmp_path / "b.splat").exists()
 
 
 def spz_rotation_word(tmp_path, wxyz):

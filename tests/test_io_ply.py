@@ -114,9 +114,18 @@ def test_malformed_files_raise_one_clear_error(tmp_path, arrays, case, mutate, m
 
 
 def test_nan_is_rejected(tmp_path, arrays):
+    """One policy for NaN/inf: the writer refuses to write them, the reader refuses a file holding
+    them (from another tool), and both say how many and where."""
+    data = bytearray(encode_ply(arrays))
     arrays.means[3, 1] = np.nan
-    write_ply(tmp_path / "nan.ply", arrays)
-    with pytest.raises(SplatFormatError, match="NaN"):
+    arrays.sh[7, 2, 0] = np.inf
+    with pytest.raises(ValueError, match=r"2 of 200 Gaussians .*means 1, sh 1; first: 3, 7"):
+        write_ply(tmp_path / "nan.ply", arrays)
+    assert not list(tmp_path.iterdir())
+    body = len(data) - 200 * 62 * 4
+    data[body + (3 * 62 + 1) * 4: body + (3 * 62 + 2) * 4] = np.float32(np.nan).tobytes()
+    (tmp_path / "nan.ply").write_bytes(bytes(data))
+    with pytest.raises(SplatFormatError, match=r"nan.ply: 1 of 200 Gaussians .*means 1; first: 3\)"):
         read_ply(tmp_path / "nan.ply")
 
 

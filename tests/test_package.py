@@ -60,3 +60,13 @@ def test_bad_cli_input_is_one_clear_error(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "fuse4d", "info", str(tmp_path / "nope.ply")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "nope.ply" in missing.stderr
+
+
+def test_ui_workflows_ship_a_canvas_view():
+    """ComfyUI 0.27's frontend opens a "getCanvas: canvas is null" dialog when a workflow without
+    extra.ds is loaded right after the page opens: every UI workflow carries a neutral one."""
+    import json
+
+    for path in sorted((ROOT / "example_workflows").glob("*.json")):
+        ds = json.loads(path.read_text())["extra"]["ds"]
+        assert ds == {"scale": 1, "offset": [0, 0]}, path.name

@@ -40,7 +40,10 @@ class SplatArrays:
         self.quats = np.asarray(self.quats, np.float32).reshape(n, 4)
         self.log_scales = np.asarray(self.log_scales, np.float32).reshape(n, 3)
         self.opacity_logits = np.asarray(self.opacity_logits, np.float32).reshape(n)
-        self.sh = np.asarray(self.sh, np.float32).reshape(n, -1, 3)
+        sh = np.asarray(self.sh, np.float32)
+        # -1 cannot be inferred for zero Gaussians: take K from the array's own shape then
+        k = -1 if n else (sh.shape[1] if sh.ndim == 3 else max(sh.shape[-1] // 3, 1) if sh.ndim == 2 else 1)
+        self.sh = sh.reshape(n, k, 3)
         sh_degree_for(self.sh.shape[1])
 
     def __len__(self) -> int:
@@ -62,6 +65,20 @@ class SplatArrays:
     def subset(self, index) -> "SplatArrays":
         return SplatArrays(self.means[index], self.quats[index], self.log_scales[index],
                            self.opacity_logits[index], self.sh[index])
+
+    def nonfinite(self) -> str | None:
+        """Where NaN/inf values are (how many, in which fields and Gaussians), or None if none.
+        The one policy: readers and writers refuse such data with this message, never pass it on."""
+        if not len(self):
+            return None
+        fields = ("means", "quats", "log_scales", "opacity_logits", "sh")
+        bad = {f: ~np.isfinite(getattr(self, f)).reshape(len(self), -1).all(1) for f in fields}
+        rows = np.flatnonzero(np.logical_or.reduce(list(bad.values())))
+        if not len(rows):
+            return None
+        where = ", ".join(f"{f} {int(m.sum())}" for f, m in bad.items() if m.any())
+        first = ", ".join(str(int(i)) for i in rows[:5]) + (" ..." if len(rows) > 5 else "")
+        return f"{len(rows)} of {len(self)} Gaussians hold NaN or infinite values ({where}; first: {first})"
 
     def is_finite(self) -> bool:
         return all(np.isfinite(a).all() for a in (self.means, self.quats, self.log_scales,

@@ -144,8 +144,9 @@ def _stack(path: Path, table: dict[str, np.ndarray], names: list[str]) -> np.nda
         return table.matrix.take([table.index[name] for name in names], axis=1).astype(np.float32, copy=False)
     columns = [table[name] for name in names]
     out = np.empty((len(columns[0]), len(names)), np.float32)
-    for i, column in enumerate(columns):
-        out[:, i] = column
+    with np.errstate(over="ignore", invalid="ignore"):  # doubles beyond float32 become inf: refused later
+        for i, column in enumerate(columns):
+            out[:, i] = column
     return out
 
 
@@ -175,7 +176,10 @@ def read_ply(path: str | os.PathLike) -> SplatArrays:
     # Binary data goes straight into one numpy buffer; the one gather below is the only other pass.
     raw = path.read_bytes() if header.fmt == "ascii" else np.fromfile(path, np.uint8)
     table = _vertex_table(path, raw, header)
-    rest = sorted((n for n in table if n.startswith("f_rest_")), key=lambda n: int(n[7:]))
+    rest = [n for n in table if n.startswith("f_rest_")]
+    if not all(n[7:].isdecimal() and n[7:].isascii() for n in rest):  # found by fuzzing: 'f_rest_4\xff'
+        raise SplatFormatError(path, f"f_rest_* properties must be numbered: {sorted(rest)[:4]}")
+    rest.sort(key=lambda n: int(n[7:]))
     if rest != [f"f_rest_{i}" for i in range(len(rest))] or len(rest) % 3 or (len(rest) // 3 + 1) not in (1, 4, 9, 16):
         raise SplatFormatError(path, f"f_rest_* properties ({len(rest)}) do not form SH degree 0-3")
     k = len(rest) // 3 + 1
@@ -185,8 +189,9 @@ def read_ply(path: str | os.PathLike) -> SplatArrays:
     n = len(block)
     arrays = SplatArrays(means=block[:, 0:3], quats=block[:, 3:7], log_scales=block[:, 7:10],
                          opacity_logits=block[:, 10], sh=block[:, 11:].reshape(n, k, 3))
-    if not np.isfinite(block).all():
-        raise SplatFormatError(path, "NaN or infinite values in Gaussian properties")
+    problem = arrays.nonfinite()
+    if problem:
+        raise SplatFormatError(path, problem)
     return arrays
 
 
@@ -197,8 +202,16 @@ def ply_property_names(sh_degree: int) -> list[str]:
             + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
 
 
+def check_finite(arrays: SplatArrays) -> None:
+    """Writers refuse NaN/inf (a file that loads as garbage is worse than an error)."""
+    problem = arrays.nonfinite()
+    if problem:
+        raise ValueError(f"cannot write splats: {problem}")
+
+
 def _ply_parts(arrays: SplatArrays) -> tuple[bytes, np.ndarray]:
     """Header bytes and the [N, P] little-endian float body of an INRIA PLY."""
+    check_finite(arrays)
     n, k = len(arrays), arrays.sh.shape[1]
     names = ply_property_names(arrays.sh_degree)
     header = "ply\nformat binary_little_endian 1.0\n" + f"element vertex {n}\n" + \
@@ -222,5 +235,6 @@ def write_ply(path: str | os.PathLike, arrays: SplatArrays) -> Path:
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(header)
-            f.write(memoryview(np.ascontiguousarray(body)).cast("B"))
+            if body.size:  # memoryview cannot cast an empty [0, P] body
+                f.write(memoryview(np.ascontiguousarray(body)).cast("B"))
     return path

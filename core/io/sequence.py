@@ -14,11 +14,13 @@ import numpy as np
 from .arrays import SplatArrays
 from .atomic import atomic_folder
 from .errors import SplatFormatError
+from .paths import safe_member
 from .ply import read_ply, write_ply
 
 FORMAT_NAME = "fuse4d-4d-splat"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+MAX_JSON_BYTES = 64 << 20  # a manifest or job file larger than this is not one
 
 
 @dataclass
@@ -74,7 +76,7 @@ def write_sequence(folder: str | os.PathLike, seq: Sequence4D) -> Path:
         raise ValueError("corresponding=True needs the same Gaussian count at every timestep")
     cameras = [_camera_json(c) for c in seq.cameras or []]
     for i, camera in enumerate(cameras):
-        problem = _camera_problem(camera)
+        problem = camera_problem(camera)
         if problem:
             raise ValueError(f"camera {i}: {problem}")
     if not math.isfinite(seq.fps) or seq.fps <= 0:
@@ -88,9 +90,7 @@ def write_sequence(folder: str | os.PathLike, seq: Sequence4D) -> Path:
 
 
 def _safe_member(folder: Path, name: object) -> Path:
-    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
-        raise SplatFormatError(folder / MANIFEST, f"frame file {name!r} must be a relative name inside the folder")
-    return folder / name
+    return safe_member(folder, name, lambda message: SplatFormatError(folder / MANIFEST, message), "frame file")
 
 
 def read_manifest(folder: str | os.PathLike) -> dict:
@@ -98,13 +98,13 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     path = folder / MANIFEST
     if not path.exists():
         raise SplatFormatError(folder, f"no {MANIFEST} (not a 4D splat sequence folder)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SplatFormatError(path, f"invalid JSON ({exc})") from None
+    manifest = load_json(path, SplatFormatError)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise SplatFormatError(path, f"not a {FORMAT_NAME} manifest")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
+    version = manifest.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise SplatFormatError(path, f"format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
         raise SplatFormatError(path, f"format_version {manifest.get('format_version')} is newer than "
                                      f"this reader ({FORMAT_VERSION})")
     frames = manifest.get("frames")
@@ -117,16 +117,37 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     if not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
         raise SplatFormatError(path, f"fps must be a positive number, got {fps!r}")
     views = manifest.get("views", 0)
-    if not isinstance(views, int) or views < 0:
+    if not isinstance(views, int) or isinstance(views, bool) or views < 0:
         raise SplatFormatError(path, f"views must be a non-negative integer, got {views!r}")
     cameras = manifest.get("cameras") or []
     if not isinstance(cameras, list):
         raise SplatFormatError(path, "'cameras' must be a list")
     for i, camera in enumerate(cameras):
-        problem = _camera_problem(camera)
+        problem = camera_problem(camera)
         if problem:
             raise SplatFormatError(path, f"camera {i}: {problem}")
+    for t, entry in enumerate(frames):
+        if not isinstance(entry, dict):
+            raise SplatFormatError(path, f"frames[{t}] must be an object with 'file'")
+        count = entry.get("count")
+        if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
+            raise SplatFormatError(path, f"frames[{t}]: count must be a non-negative integer, got {count!r}")
+        _safe_member(folder, entry.get("file"))
+    if not isinstance(manifest.get("extra", {}), dict):
+        raise SplatFormatError(path, "'extra' must be an object")
     return manifest
+
+
+def load_json(path: Path, error) -> object:
+    """A small JSON file (manifest, job), or error(path, problem) for anything else."""
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise error(path, f"larger than {MAX_JSON_BYTES >> 20} MiB: not a manifest")
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(path, f"invalid JSON ({exc})") from None
+    except RecursionError:
+        raise error(path, "invalid JSON (nested too deeply)") from None
 
 
 def _camera_json(camera: dict) -> dict:
@@ -148,8 +169,28 @@ def _matrix_ok(value: object, rows: int, cols: int) -> bool:
                 for r in value))
 
 
+def camera_problem(camera: object) -> str | None:
+    """Why a camera entry (manifest, job, cameras_json) is unusable, or None: shapes, finite
+    numbers, and no degenerate camera (a singular rotation, a non-positive focal length)."""
+    problem = _camera_problem(camera)
+    if problem:
+        return problem
+    rotation = np.asarray(camera["viewmat"], np.float64)
+    if not np.allclose(rotation[3], [0, 0, 0, 1]):
+        return "'viewmat' must have a last row of 0 0 0 1"
+    det = np.linalg.det(rotation[:3, :3])
+    if not abs(det) > 1e-12:
+        return f"degenerate camera: 'viewmat' rotation is singular (determinant {det:.3g})"
+    K = np.asarray(camera["K"], np.float64)
+    if not (K[0, 0] > 0 and K[1, 1] > 0):
+        return f"degenerate camera: focal lengths must be positive (fx {K[0, 0]:.6g}, fy {K[1, 1]:.6g})"
+    if not np.allclose(K[2], [0, 0, 1]):
+        return "'K' must be a pinhole matrix (last row 0 0 1)"
+    return None
+
+
 def _camera_problem(camera: object) -> str | None:
-    """Why a manifest camera entry is unusable, or None."""
+    """Why a manifest camera entry is unusable, or None (shapes and value types)."""
     if not isinstance(camera, dict):
         return "must be an object with viewmat, K, width, height"
     if not _matrix_ok(camera.get("viewmat"), 4, 4):
@@ -157,8 +198,9 @@ def _camera_problem(camera: object) -> str | None:
     if not _matrix_ok(camera.get("K"), 3, 3):
         return "'K' must be a 3x3 list of finite numbers"
     for key in ("width", "height"):
-        if not isinstance(camera.get(key), int) or camera[key] <= 0:
-            return f"'{key}' must be a positive integer"
+        value = camera.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 1 << 16:
+            return f"'{key}' must be a positive integer (at most 65536)"
     return None
 
 
@@ -167,10 +209,14 @@ def read_sequence(folder: str | os.PathLike) -> Sequence4D:
     manifest = read_manifest(folder)
     frames = []
     for entry in manifest["frames"]:
-        member = _safe_member(folder, entry.get("file") if isinstance(entry, dict) else None)
-        if not member.exists():
-            raise SplatFormatError(folder / MANIFEST, f"frame file {member.name} is missing")
-        arrays = read_ply(member)
+        member = _safe_member(folder, entry.get("file"))
+        try:
+            if not member.is_file():
+                raise SplatFormatError(folder / MANIFEST, f"frame file {member.name} is missing")
+            arrays = read_ply(member)
+        except OSError as exc:  # e.g. a name too long for the file system (found by fuzzing)
+            raise SplatFormatError(folder / MANIFEST, f"frame file {str(member.name)[:80]!r} cannot be "
+                                                      f"read ({exc.strerror})") from None
         if "count" in entry and entry["count"] != len(arrays):
             raise SplatFormatError(member, f"holds {len(arrays)} Gaussians, the manifest says {entry['count']}")
         frames.append(arrays)

@@ -15,11 +15,15 @@ import numpy as np
 from .arrays import SH_C0, SplatArrays, sigmoid
 from .atomic import atomic_output
 from .errors import SplatFormatError
+from .ply import check_finite
 
 RECORD = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
 
 
 def encode_splat(arrays: SplatArrays) -> bytes:
+    check_finite(arrays)
+    if (arrays.log_scales > 88).any():  # exp overflows float32: the viewer would get inf scales
+        raise ValueError("cannot write .splat: log scales above 88 overflow float32")
     opacity = sigmoid(arrays.opacity_logits.astype(np.float64))
     order = np.argsort(-np.exp(arrays.log_scales.astype(np.float64).sum(1)) * opacity, kind="stable")
     a = arrays.subset(order)
@@ -51,8 +55,11 @@ def read_splat(path: str | os.PathLike) -> SplatArrays:
     alpha = np.clip(rgba[:, 3], 1e-4, 1 - 1e-4)
     quats = (rec["rot"].astype(np.float32) - 128.0) / 128.0
     scale = rec["scale"].astype(np.float32)
-    if not (np.isfinite(rec["position"]).all() and np.isfinite(scale).all()) or (scale <= 0).any():
-        raise SplatFormatError(path, "NaN, infinite or non-positive values in .splat records")
+    bad = ~(np.isfinite(rec["position"]).all(1) & np.isfinite(scale).all(1) & (scale > 0).all(1))
+    if bad.any():
+        first = ", ".join(str(int(i)) for i in np.flatnonzero(bad)[:5])
+        raise SplatFormatError(path, f"{int(bad.sum())} of {len(rec)} records hold NaN, infinite or "
+                                     f"non-positive positions/scales (first: {first})")
     return SplatArrays(
         means=rec["position"], quats=quats, log_scales=np.log(scale),
         opacity_logits=np.log(alpha / (1 - alpha)),

@@ -21,6 +21,7 @@ import numpy as np
 from .arrays import SplatArrays, sigmoid
 from .atomic import atomic_output
 from .errors import SplatFormatError
+from .ply import check_finite
 
 MAGIC = 0x5053474E
 HEADER = struct.Struct("<IIIBBBB")
@@ -70,6 +71,7 @@ def _u8(x: np.ndarray) -> np.ndarray:
 
 
 def encode_spz(arrays: SplatArrays) -> bytes:
+    check_finite(arrays)
     n, k = len(arrays), arrays.sh.shape[1]
     fixed = np.round(arrays.means * POSITION_FLIP * (1 << FRACTIONAL_BITS)).astype(np.int64)
     if np.abs(fixed).max(initial=0) >= 1 << 23:

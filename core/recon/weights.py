@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from ..weights_file import CONVERT_HINT, WeightsFileError, check_safetensors, convert_to_safetensors
+
 log = logging.getLogger(__name__)
 
 # modules of VGGT-1B we deliberately do not build
@@ -20,7 +22,7 @@ UNUSED_PREFIXES = ("track_head.",)
 ADDED_PREFIXES = ("aggregator.temporal_blocks.", "gaussian_head.")
 
 
-class WeightsError(ValueError):
+class WeightsError(WeightsFileError):
     pass
 
 
@@ -46,14 +48,17 @@ def _check_path(path: Path) -> None:
     if not path.exists():
         raise WeightsError(f"{path}: weights file not found")
     if path.suffix in (".pt", ".pth", ".bin"):
-        raise WeightsError(f"{path}: pickled checkpoints are not read directly; convert it once with "
-                           f"`fuse4d.core.recon.weights.convert({str(path)!r}, 'model.safetensors')`")
+        raise WeightsError(f"{path}: pickled checkpoints are not read directly; {CONVERT_HINT}")
 
 
 def read_header(path: str | Path) -> tuple[dict, dict[str, tuple[int, ...]]]:
     """(metadata, {key: shape}) of a safetensors file, without reading any tensor."""
     path = Path(path)
     _check_path(path)
+    try:
+        check_safetensors(path)  # a pickle renamed .safetensors, a lying header: refused here
+    except WeightsFileError as exc:
+        raise WeightsError(str(exc)) from None
     from safetensors import safe_open
 
     try:
@@ -64,20 +69,12 @@ def read_header(path: str | Path) -> tuple[dict, dict[str, tuple[int, ...]]]:
 
 
 def convert(src: str | Path, dst: str | Path) -> Path:
-    """One-off conversion of a published VGGT model.pt (a bare state dict) to safetensors."""
-    from safetensors.torch import save_file
-
-    from ..io import atomic_output
-
-    state = torch.load(str(src), map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"{src}: expected a state dict of tensors")
-    dst = Path(dst)
-    with atomic_output(dst) as tmp:
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-    return dst
+    """One-off conversion of a published VGGT model.pt (a bare state dict) to safetensors
+    (what `fuse4d convert-weights` does)."""
+    try:
+        return convert_to_safetensors(src, dst)
+    except WeightsFileError as exc:
+        raise WeightsError(str(exc)) from None
 
 
 def load_vggt_weights(model: torch.nn.Module, path: str | Path, strict_additions: bool = False) -> LoadReport:

@@ -37,7 +37,11 @@ def pick_backend(backend: str, device: torch.device) -> str:
 
 
 def render(gaussians: Gaussians, cameras: Cameras, background=(0.0, 0.0, 0.0), backend: str = "auto") -> RenderOutput:
-    """Render `gaussians` from every camera: RGB, alpha and expected depth."""
+    """Render `gaussians` from every camera: RGB, alpha and expected depth. NaN/inf Gaussians or
+    cameras raise a ValueError saying where (they would render as silent garbage)."""
+    problem = gaussians.nonfinite() or cameras_problem(cameras)
+    if problem:
+        raise ValueError(f"cannot render: {problem}")
     device = gaussians.means.device
     cameras = cameras.to(device=device, dtype=gaussians.means.dtype)
     bg = torch.as_tensor(background, dtype=gaussians.means.dtype, device=device)
@@ -54,6 +58,22 @@ def render(gaussians: Gaussians, cameras: Cameras, background=(0.0, 0.0, 0.0), b
         outputs.append(rasterize(proj, colors, opacities, cameras.width, cameras.height, bg))
     rgb, alpha, depth = (torch.stack(x) for x in zip(*outputs))
     return RenderOutput(rgb, alpha, depth)
+
+
+def cameras_problem(cameras: Cameras) -> str | None:
+    """Non-finite or degenerate cameras (a singular rotation, a non-positive focal length)."""
+    with torch.no_grad():
+        finite = torch.isfinite(cameras.viewmats).flatten(1).all(1) & torch.isfinite(cameras.Ks).flatten(1).all(1)
+        if not finite.all():
+            return f"{int((~finite).sum())} of {len(cameras)} cameras hold NaN or infinite values " \
+                   f"(first: {int(torch.nonzero(~finite)[0])})"
+        det = torch.linalg.det(cameras.viewmats[:, :3, :3].double()).abs()
+        focal = (cameras.Ks[:, 0, 0] > 0) & (cameras.Ks[:, 1, 1] > 0)
+        bad = (det <= 1e-12) | ~focal.to(det.device)
+        if bad.any():
+            return f"{int(bad.sum())} of {len(cameras)} cameras are degenerate (singular rotation or " \
+                   f"non-positive focal length; first: {int(torch.nonzero(bad)[0])})"
+    return None
 
 
 def render_gsplat_safe(gaussians: Gaussians, cameras: Cameras, bg: torch.Tensor):

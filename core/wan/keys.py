@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..extras import require
+from ..weights_file import CONVERT_HINT, WeightsFileError, check_safetensors
 
 COMFY_PREFIX = "model.diffusion_model."
 
@@ -170,8 +171,6 @@ def build_wan_transformer(config: WanConfig, device: torch.device | str | None =
 
 def read_state_dict(path: str | os.PathLike) -> dict:
     """A .safetensors file, or a folder of them (sharded diffusers / Wan releases)."""
-    from safetensors.torch import load_file
-
     path = os.fspath(path)
     if os.path.isdir(path):
         files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
@@ -179,13 +178,25 @@ def read_state_dict(path: str | os.PathLike) -> dict:
             raise FileNotFoundError(f"no .safetensors files in {path}")
         out: dict = {}
         for f in files:
-            out.update(load_file(os.path.join(path, f)))
+            out.update(_load_checked(os.path.join(path, f)))
         return out
     if not os.path.exists(path):
         raise FileNotFoundError(f"Wan checkpoint not found: {path}")
     if not path.endswith(".safetensors"):
-        raise ValueError(f"{path}: Wan weights must be .safetensors (pickled checkpoints are not loaded)")
-    return load_file(path)
+        raise WeightsFileError(f"{path}: Wan weights must be .safetensors (pickled checkpoints are not "
+                               f"loaded); {CONVERT_HINT}")
+    return _load_checked(path)
+
+
+def _load_checked(path: str) -> dict:
+    """Checked first (pickles refused, header bounded), then loaded; one error type either way."""
+    from safetensors.torch import load_file
+
+    check_safetensors(path)
+    try:
+        return load_file(path)
+    except Exception as exc:  # safetensors raises its own error types for a corrupt body
+        raise WeightsFileError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
 def infer_config(state_dict: dict) -> WanConfig:
