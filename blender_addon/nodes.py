@@ -12,8 +12,11 @@ from .splatio import SH_C0
 TIME_GROUP = "Fuse4D Time"
 DISPLAY_GROUP = "Fuse4D Splats"
 MATERIAL = "Fuse4D Splat"
+CROP_GROUP = "Fuse4D Crop"
 TIME_MODIFIER = "Fuse4D Time"
 DISPLAY_MODIFIER = "Fuse4D Splats"
+CROP_MODIFIER = "Fuse4D Crop"
+CROP_SHAPES = ("BOX", "SPHERE")
 VERSION = 1  # bump when a group's layout changes; older groups are rebuilt
 
 
@@ -89,6 +92,69 @@ def time_group():
     delete = b.node("GeometryNodeDeleteGeometry", domain="POINT")
     b.link(gin.outputs["Geometry"], delete.inputs["Geometry"])
     b.link(cmp.outputs[0], delete.inputs["Selection"])
+    gout = b.node("NodeGroupOutput")
+    b.link(delete.outputs[0], gout.inputs["Geometry"])
+    return tree
+
+
+def crop_group():
+    """Delete the Gaussians outside a box (half extents Size) or sphere (radius Size.x) around
+    Center, in the object's data space (Invert keeps the outside instead), and those fainter than
+    Min Opacity or larger than Max Size (3 sigma of the largest axis; 0 = no limit)."""
+    tree, build = _fresh_group(CROP_GROUP)
+    if not build:
+        return tree
+    _socket(tree, "Geometry", "INPUT", "NodeSocketGeometry")
+    _socket(tree, "Sphere", "INPUT", "NodeSocketBool", False)
+    _socket(tree, "Center", "INPUT", "NodeSocketVector", (0.0, 0.0, 0.0))
+    _socket(tree, "Size", "INPUT", "NodeSocketVector", (1e4, 1e4, 1e4))
+    _socket(tree, "Invert", "INPUT", "NodeSocketBool", False)
+    _socket(tree, "Min Opacity", "INPUT", "NodeSocketFloat", 0.0, 0.0, 1.0)
+    _socket(tree, "Max Size", "INPUT", "NodeSocketFloat", 0.0, 0.0, 1e6)
+    _socket(tree, "Geometry", "OUTPUT", "NodeSocketGeometry")
+    b = Builder(tree)
+    gin = b.node("NodeGroupInput")
+    pos = b.node("GeometryNodeInputPosition")
+    d = b.node("ShaderNodeVectorMath", operation="SUBTRACT")
+    b.link(pos.outputs[0], d.inputs[0])
+    b.link(gin.outputs["Center"], d.inputs[1])
+    # Box: max_i(|d_i| - size_i) <= 0; sphere: |d| - size_x <= 0.
+    absd = b.node("ShaderNodeVectorMath", operation="ABSOLUTE")
+    b.link(d.outputs[0], absd.inputs[0])
+    over = b.node("ShaderNodeVectorMath", operation="SUBTRACT")
+    b.link(absd.outputs[0], over.inputs[0])
+    b.link(gin.outputs["Size"], over.inputs[1])
+    sep = b.node("ShaderNodeSeparateXYZ")
+    b.link(over.outputs[0], sep.inputs[0])
+    box = b.math("MAXIMUM", b.math("MAXIMUM", sep.outputs[0], sep.outputs[1]), sep.outputs[2])
+    length = b.node("ShaderNodeVectorMath", operation="LENGTH")
+    b.link(d.outputs[0], length.inputs[0])
+    size = b.node("ShaderNodeSeparateXYZ")
+    b.link(gin.outputs["Size"], size.inputs[0])
+    sphere = b.math("SUBTRACT", length.outputs["Value"], size.outputs[0])
+    dist = b.node("GeometryNodeSwitch", input_type="FLOAT")
+    b.link(gin.outputs["Sphere"], dist.inputs["Switch"])
+    b.link(box, dist.inputs["False"])
+    b.link(sphere, dist.inputs["True"])
+    outside = b.math("GREATER_THAN", dist.outputs[0], 0.0)
+    # outside XOR invert = |outside - invert|
+    drop = b.math("ABSOLUTE", b.math("SUBTRACT", outside, gin.outputs["Invert"]))
+    op = b.node("GeometryNodeInputNamedAttribute", data_type="FLOAT")
+    op.inputs["Name"].default_value = "opacity"
+    alpha = b.math("DIVIDE", 1.0, b.math("ADD", 1.0, b.math("EXPONENT", b.math("MULTIPLY", op.outputs["Attribute"], -1.0))))
+    faint = b.math("LESS_THAN", alpha, gin.outputs["Min Opacity"])
+    sc = b.node("GeometryNodeInputNamedAttribute", data_type="FLOAT_VECTOR")
+    sc.inputs["Name"].default_value = "scale"
+    ssep = b.node("ShaderNodeSeparateXYZ")
+    b.link(sc.outputs["Attribute"], ssep.inputs[0])
+    biggest = b.math("MULTIPLY", b.math("EXPONENT", b.math("MAXIMUM", b.math("MAXIMUM", ssep.outputs[0], ssep.outputs[1]),
+                                                            ssep.outputs[2])), SIGMA_EXTENT)
+    limited = b.math("GREATER_THAN", gin.outputs["Max Size"], 0.0)
+    large = b.math("MULTIPLY", b.math("GREATER_THAN", biggest, gin.outputs["Max Size"]), limited)
+    any_drop = b.math("GREATER_THAN", b.math("ADD", b.math("ADD", drop, faint), large), 0.5)
+    delete = b.node("GeometryNodeDeleteGeometry", domain="POINT")
+    b.link(gin.outputs["Geometry"], delete.inputs["Geometry"])
+    b.link(any_drop, delete.inputs["Selection"])
     gout = b.node("NodeGroupOutput")
     b.link(delete.outputs[0], gout.inputs["Geometry"])
     return tree
@@ -285,6 +351,24 @@ def add_display(obj, ellipsoids: bool = True, scale_multiplier: float = 1.0,
     set_input(mod, "Material", splat_material())
     if splat_material().name not in obj.data.materials:
         obj.data.materials.append(splat_material())
+    return mod
+
+
+def add_crop(obj, sphere: bool = False, center=(0.0, 0.0, 0.0), size=(1e4, 1e4, 1e4), invert: bool = False,
+             min_opacity: float = 0.0, max_size: float = 0.0):
+    """The crop/filter modifier, placed just before the display (after Time): non-destructive,
+    and what export writes (export evaluates every modifier but the display)."""
+    mod = obj.modifiers.get(CROP_MODIFIER) or obj.modifiers.new(CROP_MODIFIER, "NODES")
+    mod.node_group = crop_group()
+    for name, value in (("Sphere", bool(sphere)), ("Center", tuple(map(float, center))),
+                        ("Size", tuple(map(float, size))), ("Invert", bool(invert)),
+                        ("Min Opacity", float(min_opacity)), ("Max Size", float(max_size))):
+        set_input(mod, name, value)
+    display = list(obj.modifiers).index(obj.modifiers[DISPLAY_MODIFIER]) if DISPLAY_MODIFIER in obj.modifiers else None
+    index = list(obj.modifiers).index(mod)
+    if display is not None and index > display:
+        with bpy.context.temp_override(object=obj):
+            bpy.ops.object.modifier_move_to_index(modifier=mod.name, index=display)
     return mod
 
 

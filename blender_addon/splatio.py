@@ -8,8 +8,8 @@ Every other module of the add-on imports formats only through this shim."""
 try:
     from ._splatio import (JOB_FILE, JOB_FORMAT, RESULT_DIR, SH_C0, Sequence4D, SplatArrays,  # noqa: F401
                            SplatFormatError, align_cameras, atomic_output, read_job, read_manifest,
-                           read_ply, read_sequence, similarity, write_job, write_ply, write_sequence)
+                           read_ply, read_ply_folder, read_sequence, similarity, write_job, write_ply, write_sequence)
 except ImportError:
     from ..core.io import (JOB_FILE, JOB_FORMAT, RESULT_DIR, SH_C0, Sequence4D, SplatArrays,  # noqa: F401
                            SplatFormatError, align_cameras, atomic_output, read_job, read_manifest,
-                           read_ply, read_sequence, similarity, write_job, write_ply, write_sequence)
+                           read_ply, read_ply_folder, read_sequence, similarity, write_job, write_ply, write_sequence)

@@ -56,6 +56,14 @@ DISPLAY_ITEMS = [("ELLIPSOIDS", "Ellipsoids", "Oriented ellipsoids with Gaussian
                  ("POINTS", "Points", "One sphere per Gaussian (fast)")]
 
 
+def _scene_report(obj) -> str:
+    changes = obj.get("fuse4d_scene_changes", "")
+    return f" (scene: {changes})" if changes else ""
+
+
+IMPORT_ERRORS = (OSError, ValueError, RuntimeError)  # SplatFormatError is a ValueError
+
+
 class FUSE4D_OT_import_ply(bpy.types.Operator, ImportHelper):
     """Import a 3D Gaussian Splatting .ply as a splat point cloud"""
     bl_idname = "fuse4d.import_ply"
@@ -66,41 +74,59 @@ class FUSE4D_OT_import_ply(bpy.types.Operator, ImportHelper):
     display: EnumProperty(name="Display", items=DISPLAY_ITEMS, default="ELLIPSOIDS")
     scale_multiplier: FloatProperty(name="Scale Multiplier", default=1.0, min=0.0)
     viewport_subsample: FloatProperty(name="Viewport Subsample", default=1.0, min=0.0, max=1.0)
+    adjust_scene: BoolProperty(name="Set Render Settings", default=True,
+                               description="Raise Cycles transparent bounces and use the Standard view "
+                                           "transform where the scene's are short (off: leave the scene as is)")
 
     def execute(self, context):
         try:
-            obj = importer.import_ply(self.filepath, **_display_options(self))
-        except (OSError, SplatFormatError) as exc:
+            obj = importer.import_ply(self.filepath, adjust_scene=self.adjust_scene, **_display_options(self))
+        except IMPORT_ERRORS as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"{obj.name}: {len(obj.data.points)} Gaussians")
+        self.report({"INFO"}, f"{obj.name}: {len(obj.data.points)} Gaussians{_scene_report(obj)}")
         return {"FINISHED"}
 
 
 class FUSE4D_OT_import_sequence(bpy.types.Operator, ImportHelper):
-    """Import a Fuse4D 4D splat sequence (its manifest.json) onto the timeline"""
+    """Import a Fuse4D 4D splat sequence (its manifest.json, or any PLY of a folder of numbered PLYs)
+    onto the timeline"""
     bl_idname = "fuse4d.import_sequence"
     bl_label = "Import Fuse4D 4D Sequence"
     bl_options = {"REGISTER", "UNDO"}
     filename_ext = ".json"
-    filter_glob: StringProperty(default="manifest.json;*.json", options={"HIDDEN"})
+    filter_glob: StringProperty(default="manifest.json;*.json;*.ply", options={"HIDDEN"})
     frame_start: IntProperty(name="Start Frame", default=1, description="Frame showing timestep 0")
     mode: EnumProperty(name="Outside the Range", items=[("HOLD", "Hold", "Show the first/last timestep"),
                                                          ("LOOP", "Loop", "Repeat the sequence")])
-    set_scene: BoolProperty(name="Set Scene FPS and Range", default=True)
+    retime: BoolProperty(name="Retime to Scene FPS", default=True,
+                         description="Key the timesteps at the scene's frame rate so the sequence plays in "
+                                     "real time (off: one timestep per frame)")
+    set_scene: BoolProperty(name="Set Scene FPS and Range", default=False,
+                            description="Change the scene's frame rate and range to the sequence's instead")
+    fps: FloatProperty(name="FPS (no manifest)", default=8.0, min=0.01,
+                       description="Frame rate of a folder of numbered PLYs without manifest.json")
     display: EnumProperty(name="Display", items=DISPLAY_ITEMS, default="ELLIPSOIDS")
     scale_multiplier: FloatProperty(name="Scale Multiplier", default=1.0, min=0.0)
     viewport_subsample: FloatProperty(name="Viewport Subsample", default=1.0, min=0.0, max=1.0)
+    adjust_scene: BoolProperty(name="Set Render Settings", default=True,
+                               description="Raise Cycles transparent bounces and use the Standard view "
+                                           "transform where the scene's are short (off: leave the scene as is)")
 
     def execute(self, context):
         try:
             obj = importer.import_sequence(self.filepath, frame_start=self.frame_start, mode=self.mode,
-                                           set_scene=self.set_scene, **_display_options(self))
-        except (OSError, SplatFormatError) as exc:
+                                           retime=self.retime, set_scene=self.set_scene, fps=self.fps,
+                                           adjust_scene=self.adjust_scene, **_display_options(self))
+        except IMPORT_ERRORS as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"{obj.name}: {obj['fuse4d_timesteps']} timesteps")
+        self.report({"INFO"}, f"{obj.name}: {obj['fuse4d_timesteps']} timesteps{_scene_report(obj)}")
         return {"FINISHED"}
+
+
+def _is_active_splat(context) -> bool:
+    return context.object is not None and "fuse4d_splat" in context.object
 
 
 class FUSE4D_OT_export_ply(bpy.types.Operator, ExportHelper):
@@ -109,14 +135,72 @@ class FUSE4D_OT_export_ply(bpy.types.Operator, ExportHelper):
     bl_label = "Export Fuse4D 3DGS"
     filename_ext = ".ply"
     filter_glob: StringProperty(default="*.ply", options={"HIDDEN"})
+    apply_modifiers: BoolProperty(name="Apply Modifiers", default=True,
+                                  description="Write what the crop/filter (and other) modifiers leave")
+    apply_transform: BoolProperty(name="Apply Transform", default=False,
+                                  description="Move the Gaussians by the object's transform (beyond the "
+                                              "import's axis change)")
 
     @classmethod
     def poll(cls, context):
-        return context.object is not None and "fuse4d_splat" in context.object
+        return _is_active_splat(context)
 
     def execute(self, context):
         obj = context.object
-        importer.export_ply(obj, self.filepath, importer.current_timestep(obj))
+        try:
+            importer.export_ply(obj, self.filepath, importer.current_timestep(obj), self.apply_modifiers,
+                                self.apply_transform)
+        except IMPORT_ERRORS as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class FUSE4D_OT_export_sequence(bpy.types.Operator, ExportHelper):
+    """Export the active 4D splat object's whole sequence as a folder (manifest.json + one PLY per timestep)"""
+    bl_idname = "fuse4d.export_sequence"
+    bl_label = "Export Fuse4D 4D Sequence"
+    filename_ext = ""
+    check_extension = None
+    filter_glob: StringProperty(default="", options={"HIDDEN"})
+    apply_modifiers: BoolProperty(name="Apply Modifiers", default=True)
+    apply_transform: BoolProperty(name="Apply Transform", default=False)
+
+    @classmethod
+    def poll(cls, context):
+        return _is_active_splat(context)
+
+    def execute(self, context):
+        try:
+            folder = importer.export_sequence(context.object, self.filepath.rstrip("/\\"), self.apply_modifiers,
+                                              self.apply_transform)
+        except IMPORT_ERRORS as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"wrote {folder}")
+        return {"FINISHED"}
+
+
+class FUSE4D_OT_add_crop(bpy.types.Operator):
+    """Add a non-destructive crop (box or sphere) and opacity/size filter to the active splat object"""
+    bl_idname = "fuse4d.add_crop"
+    bl_label = "Add Crop / Filter"
+    bl_options = {"REGISTER", "UNDO"}
+    shape: EnumProperty(name="Shape", items=[("BOX", "Box", ""), ("SPHERE", "Sphere", "")])
+    min_opacity: FloatProperty(name="Min Opacity", default=0.0, min=0.0, max=1.0)
+    max_size: FloatProperty(name="Max Size", default=0.0, min=0.0, description="0: no limit")
+
+    @classmethod
+    def poll(cls, context):
+        return _is_active_splat(context)
+
+    def execute(self, context):
+        from .rig import splat_bounds_local
+
+        obj = context.object
+        centre, half = splat_bounds_local(obj)
+        nodes.add_crop(obj, self.shape == "SPHERE", centre, half if self.shape == "BOX" else (max(half),) * 3,
+                       min_opacity=self.min_opacity, max_size=self.max_size)
         return {"FINISHED"}
 
 
@@ -132,8 +216,8 @@ class FUSE4D_OT_create_rig(bpy.types.Operator):
 
     def execute(self, context):
         obj = context.scene.fuse4d.source
-        if obj is None:
-            self.report({"ERROR"}, "pick a splat object first")
+        if not is_splat(obj):
+            self.report({"ERROR"}, "pick a Fuse4D splat object first")
             return {"CANCELLED"}
         create_rig(obj, self.views, self.arc, self.elevation, self.distance)
         return {"FINISHED"}
@@ -161,8 +245,8 @@ class FUSE4D_OT_animate(bpy.types.Operator):
 
     def invoke(self, context, event):
         s = context.scene.fuse4d
-        if s.source is None:
-            self.report({"ERROR"}, "pick a splat object first")
+        if not is_splat(s.source):
+            self.report({"ERROR"}, "pick a Fuse4D splat object first")
             return {"CANCELLED"}
         try:
             self._job = AnimateJob(s.source, make_backend(context, s.backend), frames=s.frames, fps=s.fps,
@@ -203,19 +287,20 @@ class FUSE4D_OT_animate(bpy.types.Operator):
         return {"CANCELLED"}
 
 
-def _is_splat(self, obj):
-    return obj.type == "POINTCLOUD" and "fuse4d_splat" in obj
+def is_splat(obj) -> bool:
+    return obj is not None and obj.type == "POINTCLOUD" and "fuse4d_splat" in obj
 
 
 class Fuse4DSceneSettings(bpy.types.PropertyGroup):
-    source: PointerProperty(name="Splat Object", type=bpy.types.Object, poll=_is_splat)
+    # No poll= here: with one, the bpy 4.2 module crashes at exit; the operators check the object instead.
+    source: PointerProperty(name="Splat Object", type=bpy.types.Object)
     backend: EnumProperty(name="Back End", items=[("CLI", "Local Fuse4D", "Run the local Fuse4D CLI"),
                                                    ("COMFYUI", "ComfyUI", "Queue the workflow on a ComfyUI server")])
     frames: IntProperty(name="Frames", default=8, min=1)
     fps: FloatProperty(name="FPS", default=8.0, min=0.1)
     prompt: StringProperty(name="Prompt", default="")
     resolution: IntProperty(name="View Size", default=256, min=16, max=4096)
-    engine: EnumProperty(name="Renderer", items=[("CYCLES", "Cycles", ""), ("BLENDER_EEVEE_NEXT", "EEVEE", "")])
+    engine: EnumProperty(name="Renderer", items=[("CYCLES", "Cycles", ""), ("EEVEE", "EEVEE", "")])
     samples: IntProperty(name="Samples", default=16, min=1)
     progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR")
     status: StringProperty(name="Status", default="")
@@ -262,10 +347,11 @@ def menu_import(self, context):
 
 def menu_export(self, context):
     self.layout.operator(FUSE4D_OT_export_ply.bl_idname, text="Fuse4D 3DGS (.ply)")
+    self.layout.operator(FUSE4D_OT_export_sequence.bl_idname, text="Fuse4D 4D Sequence (folder)")
 
 
 CLASSES = (Fuse4DPreferences, Fuse4DSceneSettings, FUSE4D_OT_import_ply, FUSE4D_OT_import_sequence,
-           FUSE4D_OT_export_ply, FUSE4D_OT_create_rig, FUSE4D_OT_animate, FUSE4D_PT_panel)
+           FUSE4D_OT_export_ply, FUSE4D_OT_export_sequence, FUSE4D_OT_add_crop, FUSE4D_OT_create_rig, FUSE4D_OT_animate, FUSE4D_PT_panel)
 
 
 def register() -> None:
