@@ -26,7 +26,7 @@ STAMP = VENV / ".fuse4d-install-stamp"
 # Extras per mode. torch/torchvision pins live in pyproject.toml (one build for CPU and CUDA).
 GROUPS = {
     "base": [],
-    "test": ["test", "blender"],
+    "test": ["test", "blender", "usd"],
 }
 
 

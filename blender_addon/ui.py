@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Operators, menus, the sidebar panel and the add-on preferences."""
 import json
+import os
+import shlex
 from pathlib import Path
 
 import bpy
@@ -223,11 +225,19 @@ class FUSE4D_OT_create_rig(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def command_arguments(text: str) -> list[str] | None:
+    """The *Command* preference as arguments, shell-style (quotes, paths with spaces); None = default."""
+    try:
+        return shlex.split(text, posix=os.name != "nt") or None
+    except ValueError as exc:
+        raise ValueError(f"the Command preference cannot be parsed ({exc})") from None
+
+
 def make_backend(context, kind: str):
     prefs = addon_prefs(context)
     if kind == "CLI":
         python = prefs.cli_python if prefs else ""
-        return LocalCLIBackend(bpy.path.abspath(python), (prefs.cli_command if prefs else "").split() or None)
+        return LocalCLIBackend(bpy.path.abspath(python), command_arguments(prefs.cli_command if prefs else ""))
     template = bpy.path.abspath(prefs.comfy_workflow) if prefs and prefs.comfy_workflow else WORKFLOW_TEMPLATE
     workflow, bindings = load_workflow_template(template)
     if prefs and prefs.comfy_bindings.strip():  # preference overrides, key by key
@@ -240,6 +250,7 @@ class FUSE4D_OT_animate(bpy.types.Operator):
     """Render the rig's views, send them to the back end and import the animated result (Esc cancels)"""
     bl_idname = "fuse4d.animate"
     bl_label = "Animate Scene"
+    bl_options = {"REGISTER", "UNDO"}  # one undo step for the whole run, pushed when it finishes
     _timer = None
     _job = None  # AnimateJob (no annotation: Blender reads class annotations as properties)
 
@@ -251,7 +262,7 @@ class FUSE4D_OT_animate(bpy.types.Operator):
         try:
             self._job = AnimateJob(s.source, make_backend(context, s.backend), frames=s.frames, fps=s.fps,
                                    prompt=s.prompt, width=s.resolution, height=s.resolution,
-                                   engine=s.engine, samples=s.samples)
+                                   engine=s.engine, samples=s.samples, hide_source=s.hide_source)
         except (ValueError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -302,6 +313,8 @@ class Fuse4DSceneSettings(bpy.types.PropertyGroup):
     resolution: IntProperty(name="View Size", default=256, min=16, max=4096)
     engine: EnumProperty(name="Renderer", items=[("CYCLES", "Cycles", ""), ("EEVEE", "EEVEE", "")])
     samples: IntProperty(name="Samples", default=16, min=1)
+    hide_source: BoolProperty(name="Hide Source", default=True,
+                              description="Hide the captured object under the animated result")
     progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR")
     status: StringProperty(name="Status", default="")
     running: BoolProperty(default=False)
@@ -327,7 +340,7 @@ class FUSE4D_PT_panel(bpy.types.Panel):
         col.operator(FUSE4D_OT_create_rig.bl_idname)
         if s.source is not None:
             col.label(text=f"Rig: {len(rig_cameras(s.source))} cameras")
-        for prop in ("backend", "frames", "fps", "prompt", "resolution", "engine", "samples"):
+        for prop in ("backend", "frames", "fps", "prompt", "resolution", "engine", "samples", "hide_source"):
             col.prop(s, prop)
         if s.running:
             if hasattr(col, "progress"):
