@@ -12,8 +12,8 @@ import numpy as np
 from . import nodes, timeline
 from .convert import OPENCV_TO_BLENDER, transform_splats
 from .pointcloud import SPLAT_TAG, create_splat_object, splat_arrays, timesteps_of
-from .splatio import (Sequence4D, SplatArrays, atomic_output, read_ply, read_ply_folder, read_sequence,
-                      write_ply, write_sequence)
+from .splatio import (STATIC_READERS, STATIC_WRITERS, USD_SUFFIXES, Sequence4D, SplatArrays, atomic_output,
+                      read_ply_folder, read_sequence, read_usd, write_sequence, write_usd)
 
 # Cycles stops at 8 transparent bounces by default: deeper splats render black. View transforms
 # other than Standard (AgX, Filmic) re-tone the splats' display colours.
@@ -67,12 +67,23 @@ def _finish(obj, adjust_scene: bool) -> None:
     make_active(obj)
 
 
+def read_static(path: Path) -> SplatArrays:
+    """A static splat file by extension (.ply/.glb/.gltf/.spz/.splat, or a USD stage's first sample)."""
+    suffix = path.suffix.lower()
+    if suffix in USD_SUFFIXES:
+        data = read_usd(path)
+        return data.frames[0] if isinstance(data, Sequence4D) else data
+    if suffix not in STATIC_READERS:
+        raise ValueError(f"{path}: unknown splat format {suffix!r} (known: {', '.join([*STATIC_READERS, *USD_SUFFIXES])})")
+    return STATIC_READERS[suffix](path)
+
+
 def import_ply(path: str | os.PathLike, name: str | None = None, ellipsoids: bool = True,
                scale_multiplier: float = 1.0, viewport_subsample: float = 1.0, collection=None,
                adjust_scene: bool = True):
-    """A static 3DGS .ply as one splat object."""
+    """A static splat file (3DGS .ply, glTF KHR_gaussian_splatting, SPZ, .splat, USD) as one splat object."""
     path = Path(path)
-    arrays = read_ply(path)
+    arrays = read_static(path)
     with nothing_left_on_failure():
         obj = create_splat_object(name or path.stem, arrays, collection=collection)
         obj["fuse4d_source"] = str(path)
@@ -112,21 +123,25 @@ def sequence_object(seq: Sequence4D, name: str, frame_start: int = 1, mode: str 
     return obj
 
 
-def read_any_sequence(folder: Path, fps: float = 8.0) -> Sequence4D:
-    """A sequence folder: its manifest.json, or else its numbered PLYs at `fps`."""
+def read_any_sequence(path: Path, fps: float = 8.0) -> tuple[Sequence4D, str]:
+    """A USD stage (time samples), or a sequence folder (given as the folder or any file in it): its
+    manifest.json, or else its numbered PLYs at `fps`. Returns the sequence and a name for it."""
+    if path.suffix.lower() in USD_SUFFIXES:
+        data = read_usd(path)
+        return (data if isinstance(data, Sequence4D) else Sequence4D(frames=[data])), path.stem
+    folder = path.parent if path.is_file() else path
     if (folder / "manifest.json").exists():
-        return read_sequence(folder)
-    return read_ply_folder(folder, fps)
+        return read_sequence(folder), folder.name
+    return read_ply_folder(folder, fps), folder.name
 
 
-def import_sequence(folder: str | os.PathLike, name: str | None = None, fps: float = 8.0, **options):
-    """A 4D splat sequence folder (or its manifest.json, or a folder of numbered PLYs at `fps`)
-    as one animated splat object."""
-    folder = Path(folder)
-    if folder.is_file():
-        folder = folder.parent
-    obj = sequence_object(read_any_sequence(folder, fps), name or folder.name, **options)
-    obj["fuse4d_source"] = str(folder)
+def import_sequence(path: str | os.PathLike, name: str | None = None, fps: float = 8.0, **options):
+    """A 4D splat sequence (a folder / its manifest.json, a folder of numbered PLYs at `fps`, or a
+    time-sampled USD stage) as one animated splat object."""
+    path = Path(path)
+    seq, default_name = read_any_sequence(path, fps)
+    obj = sequence_object(seq, name or default_name, **options)
+    obj["fuse4d_source"] = str(path.parent if path.name == "manifest.json" else path)
     return obj
 
 
@@ -172,12 +187,18 @@ def export_ply(obj, path: str | os.PathLike, timestep: int | None = None, apply_
     arrays = evaluated_splats(obj) if apply_modifiers else splat_arrays(obj.data, timestep)
     if apply_transform:
         arrays = transform_splats(arrays, data_transform(obj))
-    return write_ply(path, arrays)
+    path = Path(path)
+    writer = STATIC_WRITERS.get(path.suffix.lower())
+    if writer is None:
+        raise ValueError(f"{path}: unknown splat format {path.suffix!r} (known: {', '.join(STATIC_WRITERS)})")
+    writer(path, arrays)
+    return path
 
 
 def export_sequence(obj, folder: str | os.PathLike, apply_modifiers: bool = True,
                     apply_transform: bool = False) -> Path:
-    """A sequence object as a 4D splat folder (manifest + one PLY per timestep), with its fps."""
+    """A sequence object as a 4D splat folder (manifest + one PLY per timestep), or as one
+    time-sampled USD stage when `folder` ends in .usd/.usda/.usdc; with its fps."""
     _check(obj)
     if apply_modifiers:
         frames = evaluated_splats(obj, all_timesteps=True)
@@ -188,8 +209,10 @@ def export_sequence(obj, folder: str | os.PathLike, apply_modifiers: bool = True
         matrix = data_transform(obj)
         frames = [transform_splats(f, matrix) for f in frames]
     corresponding = bool(obj.get("fuse4d_corresponding")) and len({len(f) for f in frames}) == 1
-    return write_sequence(folder, Sequence4D(frames=frames, fps=float(obj.get("fuse4d_fps", 8.0)),
-                                             corresponding=corresponding))
+    seq = Sequence4D(frames=frames, fps=float(obj.get("fuse4d_fps", 8.0)), corresponding=corresponding)
+    if Path(folder).suffix.lower() in USD_SUFFIXES:
+        return write_usd(folder, seq)
+    return write_sequence(folder, seq)
 
 
 def current_timestep(obj, frame: int | None = None) -> int | None:

@@ -67,12 +67,13 @@ IMPORT_ERRORS = (OSError, ValueError, RuntimeError)  # SplatFormatError is a Val
 
 
 class FUSE4D_OT_import_ply(bpy.types.Operator, ImportHelper):
-    """Import a 3D Gaussian Splatting .ply as a splat point cloud"""
+    """Import a 3D Gaussian splat file (3DGS .ply, glTF KHR_gaussian_splatting, SPZ, .splat, OpenUSD) as a
+    splat point cloud"""
     bl_idname = "fuse4d.import_ply"
     bl_label = "Import Fuse4D 3DGS"
     bl_options = {"REGISTER", "UNDO"}
     filename_ext = ".ply"
-    filter_glob: StringProperty(default="*.ply", options={"HIDDEN"})
+    filter_glob: StringProperty(default="*.ply;*.glb;*.gltf;*.spz;*.splat;*.usd;*.usda;*.usdc", options={"HIDDEN"})
     display: EnumProperty(name="Display", items=DISPLAY_ITEMS, default="ELLIPSOIDS")
     scale_multiplier: FloatProperty(name="Scale Multiplier", default=1.0, min=0.0)
     viewport_subsample: FloatProperty(name="Viewport Subsample", default=1.0, min=0.0, max=1.0)
@@ -97,7 +98,7 @@ class FUSE4D_OT_import_sequence(bpy.types.Operator, ImportHelper):
     bl_label = "Import Fuse4D 4D Sequence"
     bl_options = {"REGISTER", "UNDO"}
     filename_ext = ".json"
-    filter_glob: StringProperty(default="manifest.json;*.json;*.ply", options={"HIDDEN"})
+    filter_glob: StringProperty(default="manifest.json;*.json;*.ply;*.usd;*.usda;*.usdc", options={"HIDDEN"})
     frame_start: IntProperty(name="Start Frame", default=1, description="Frame showing timestep 0")
     mode: EnumProperty(name="Outside the Range", items=[("HOLD", "Hold", "Show the first/last timestep"),
                                                          ("LOOP", "Loop", "Repeat the sequence")])
@@ -131,12 +132,23 @@ def _is_active_splat(context) -> bool:
     return context.object is not None and "fuse4d_splat" in context.object
 
 
+EXPORT_FORMATS = [(".ply", "3DGS PLY", ""), (".glb", "glTF (KHR_gaussian_splatting)", ""), (".spz", "SPZ", ""),
+                  (".splat", "antimatter15 .splat", ""), (".usdc", "OpenUSD", "")]
+
+
+def _with_format(path: str, suffix: str, known) -> str:
+    """The chosen format's extension unless the typed name already ends in a known one."""
+    return path if Path(path).suffix.lower() in known else path + suffix
+
+
 class FUSE4D_OT_export_ply(bpy.types.Operator, ExportHelper):
-    """Export the active splat object (the current timestep of a sequence) to a 3DGS .ply"""
+    """Export the active splat object (the current timestep of a sequence) to a splat file"""
     bl_idname = "fuse4d.export_ply"
     bl_label = "Export Fuse4D 3DGS"
     filename_ext = ".ply"
-    filter_glob: StringProperty(default="*.ply", options={"HIDDEN"})
+    check_extension = None
+    filter_glob: StringProperty(default="*.ply;*.glb;*.spz;*.splat;*.usd;*.usda;*.usdc", options={"HIDDEN"})
+    file_format: EnumProperty(name="Format", items=EXPORT_FORMATS, default=".ply")
     apply_modifiers: BoolProperty(name="Apply Modifiers", default=True,
                                   description="Write what the crop/filter (and other) modifiers leave")
     apply_transform: BoolProperty(name="Apply Transform", default=False,
@@ -150,8 +162,8 @@ class FUSE4D_OT_export_ply(bpy.types.Operator, ExportHelper):
     def execute(self, context):
         obj = context.object
         try:
-            importer.export_ply(obj, self.filepath, importer.current_timestep(obj), self.apply_modifiers,
-                                self.apply_transform)
+            path = _with_format(self.filepath, self.file_format, (".ply", ".glb", ".spz", ".splat", ".usd", ".usda", ".usdc"))
+            importer.export_ply(obj, path, importer.current_timestep(obj), self.apply_modifiers, self.apply_transform)
         except IMPORT_ERRORS as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -159,12 +171,15 @@ class FUSE4D_OT_export_ply(bpy.types.Operator, ExportHelper):
 
 
 class FUSE4D_OT_export_sequence(bpy.types.Operator, ExportHelper):
-    """Export the active 4D splat object's whole sequence as a folder (manifest.json + one PLY per timestep)"""
+    """Export the active 4D splat object's whole sequence: a folder (manifest.json + one PLY per timestep)
+    or one OpenUSD file with time samples"""
     bl_idname = "fuse4d.export_sequence"
     bl_label = "Export Fuse4D 4D Sequence"
     filename_ext = ""
     check_extension = None
     filter_glob: StringProperty(default="", options={"HIDDEN"})
+    file_format: EnumProperty(name="Format", items=[("FOLDER", "Folder (manifest + PLYs)", ""),
+                                                    (".usdc", "OpenUSD (time samples)", "")])
     apply_modifiers: BoolProperty(name="Apply Modifiers", default=True)
     apply_transform: BoolProperty(name="Apply Transform", default=False)
 
@@ -174,8 +189,10 @@ class FUSE4D_OT_export_sequence(bpy.types.Operator, ExportHelper):
 
     def execute(self, context):
         try:
-            folder = importer.export_sequence(context.object, self.filepath.rstrip("/\\"), self.apply_modifiers,
-                                              self.apply_transform)
+            target = self.filepath.rstrip("/\\")
+            if self.file_format != "FOLDER":
+                target = _with_format(target, self.file_format, (".usd", ".usda", ".usdc"))
+            folder = importer.export_sequence(context.object, target, self.apply_modifiers, self.apply_transform)
         except IMPORT_ERRORS as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -337,6 +354,14 @@ class FUSE4D_PT_panel(bpy.types.Panel):
             box.label(text="Display")
             for name in ("Ellipsoids", "Scale Multiplier", "Viewport Subsample", "Render Subsample"):
                 box.prop(mod, f'["{nodes._input_id(mod.node_group, name)}"]', text=name)
+            if nodes.CROP_MODIFIER in obj.modifiers:
+                crop = obj.modifiers[nodes.CROP_MODIFIER]
+                box = col.box()
+                box.label(text="Crop / Filter (exported as shown)")
+                for name in ("Sphere", "Center", "Size", "Invert", "Min Opacity", "Max Size"):
+                    box.prop(crop, f'["{nodes._input_id(crop.node_group, name)}"]', text=name)
+            else:
+                col.operator(FUSE4D_OT_add_crop.bl_idname)
         col.operator(FUSE4D_OT_create_rig.bl_idname)
         if s.source is not None:
             col.label(text=f"Rig: {len(rig_cameras(s.source))} cameras")
@@ -354,13 +379,13 @@ class FUSE4D_PT_panel(bpy.types.Panel):
 
 
 def menu_import(self, context):
-    self.layout.operator(FUSE4D_OT_import_ply.bl_idname, text="Fuse4D 3DGS (.ply)")
-    self.layout.operator(FUSE4D_OT_import_sequence.bl_idname, text="Fuse4D 4D Sequence (manifest.json)")
+    self.layout.operator(FUSE4D_OT_import_ply.bl_idname, text="Fuse4D 3DGS (.ply/.glb/.spz/.usd)")
+    self.layout.operator(FUSE4D_OT_import_sequence.bl_idname, text="Fuse4D 4D Sequence (folder/.usd)")
 
 
 def menu_export(self, context):
-    self.layout.operator(FUSE4D_OT_export_ply.bl_idname, text="Fuse4D 3DGS (.ply)")
-    self.layout.operator(FUSE4D_OT_export_sequence.bl_idname, text="Fuse4D 4D Sequence (folder)")
+    self.layout.operator(FUSE4D_OT_export_ply.bl_idname, text="Fuse4D 3DGS (.ply/.glb/.spz/.usd)")
+    self.layout.operator(FUSE4D_OT_export_sequence.bl_idname, text="Fuse4D 4D Sequence (folder/.usd)")
 
 
 CLASSES = (Fuse4DPreferences, Fuse4DSceneSettings, FUSE4D_OT_import_ply, FUSE4D_OT_import_sequence,

@@ -81,6 +81,11 @@ def main(zip_path: Path, work: Path) -> None:
     importer.export_ply(seq, work / "t1.ply")
     assert len(splatio.read_ply(work / "t1.ply")) == counts[1]
 
+    # glTF KHR_gaussian_splatting out and back in (numpy only: works in every Blender).
+    importer.export_ply(obj, work / "a.glb")
+    glb = importer.import_ply(work / "a.glb", name="a_glb")
+    np.testing.assert_array_equal(importlib.import_module(f"{PKG}.pointcloud").splat_arrays(glb.data).means, a.means)
+
     # Cycles at the imported scene's settings, and this version's EEVEE id is accepted.
     data = bpy.data.cameras.new("cam")
     cam = bpy.data.objects.new("cam", data)

@@ -16,7 +16,7 @@ from plyfile import PlyData, PlyElement  # noqa: E402
 
 from conftest import random_arrays  # noqa: E402
 from fuse4d.blender_addon import build  # noqa: E402
-from fuse4d.core.io import Sequence4D, read_ply, write_ply, write_sequence  # noqa: E402
+from fuse4d.core.io import Sequence4D, read_glb, read_ply, write_ply, write_sequence  # noqa: E402
 from conftest_comfy import comfy_server  # noqa: E402,F401 (fixture: the session's real ComfyUI server)
 
 PKG = "fuse4d_blender_under_test"
@@ -287,6 +287,29 @@ def test_crop_filter_and_export_with_modifiers_and_transform(addon, tmp_path):
         sub("importer").export_ply(obj, tmp_path / "skew.ply", apply_transform=True)
     assert not (tmp_path / "skew.ply").exists()
     bpy.data.objects.remove(obj)
+
+
+def test_usd_and_gltf_export_and_import(addon, tmp_path):
+    pytest.importorskip("pxr", reason="usd-core is not installed")
+    from pxr import Usd
+
+    frames = make_sequence(tmp_path, counts=(15, 25), fps=10.0)
+    obj = sub("importer").import_sequence(tmp_path / "seq", name="anim")
+    with bpy.context.temp_override(object=obj, active_object=obj):
+        assert bpy.ops.fuse4d.export_sequence(filepath=str(tmp_path / "anim"), file_format=".usdc") == {"FINISHED"}
+    stage = Usd.Stage.Open(str(tmp_path / "anim.usdc"))  # read back with OpenUSD itself
+    attr = stage.GetDefaultPrim().GetAttribute("positions") or stage.GetDefaultPrim().GetAttribute("points")
+    assert attr.GetTimeSamples() == [0.0, 1.0] and stage.GetTimeCodesPerSecond() == 10.0
+    assert bpy.ops.fuse4d.import_sequence(filepath=str(tmp_path / "anim.usdc"), set_scene=True) == {"FINISHED"}
+    back = bpy.data.objects["anim.001"] if "anim.001" in bpy.data.objects else bpy.context.view_layer.objects.active
+    assert back["fuse4d_timesteps"] == 2 and back["fuse4d_fps"] == 10.0
+    bpy.context.scene.frame_set(bpy.context.scene.frame_start + 1)
+    np.testing.assert_array_equal(evaluated_points(back), frames[1].means)
+    with bpy.context.temp_override(object=back, active_object=back):
+        assert bpy.ops.fuse4d.export_ply(filepath=str(tmp_path / "t1"), file_format=".glb") == {"FINISHED"}
+    np.testing.assert_array_equal(read_glb(tmp_path / "t1.glb").means, frames[1].means)
+    for o in (obj, back):
+        bpy.data.objects.remove(o)
 
 
 def test_whole_sequence_export(addon, tmp_path):
