@@ -95,12 +95,16 @@ def import_ply(path: str | os.PathLike, name: str | None = None, ellipsoids: boo
 def sequence_object(seq: Sequence4D, name: str, frame_start: int = 1, mode: str = "HOLD",
                     retime: bool = True, set_scene: bool = False, ellipsoids: bool = True,
                     scale_multiplier: float = 1.0, viewport_subsample: float = 1.0, collection=None,
-                    adjust_scene: bool = True):
+                    adjust_scene: bool = True, interpolate: bool = False):
     """All timesteps in ONE point cloud with a `timestep` attribute; the Time modifier keeps the
     keyframed timestep (see docs/blender.md for why). Timing: `set_scene` switches the scene to the
     sequence's fps and range (one frame per timestep); otherwise `retime` keys the timesteps at the
-    scene's fps (real time kept), or one per frame without it."""
+    scene's fps (real time kept), or one per frame without it. `interpolate` blends corresponding
+    Gaussians between timesteps (sub-frame time: motion blur, slow motion)."""
     counts = [len(f) for f in seq.frames]
+    if interpolate and not (seq.corresponding and len(set(counts)) == 1):
+        raise ValueError("interpolation needs corresponding Gaussians (the manifest's corresponding: true, "
+                         "same count at every timestep)")
     scene = bpy.context.scene
     if set_scene:
         step = 1.0
@@ -111,7 +115,10 @@ def sequence_object(seq: Sequence4D, name: str, frame_start: int = 1, mode: str 
     with nothing_left_on_failure():
         obj = create_splat_object(name, arrays, timesteps=steps, collection=collection)
         del arrays
-        time_mod = nodes.add_time(obj)
+        time_mod = nodes.add_time(obj, interpolate)
+        if interpolate:
+            nodes.set_input(time_mod, "Count", counts[0])
+            nodes.set_input(time_mod, "Timesteps", len(counts))
         nodes.add_display(obj, ellipsoids, scale_multiplier, viewport_subsample)
         timeline.keyframe_timesteps(obj, time_mod, len(counts), frame_start, mode, step)
         obj["fuse4d_fps"] = float(seq.fps)

@@ -10,6 +10,7 @@ from .convert import SIGMA_EXTENT
 from .splatio import SH_C0
 
 TIME_GROUP = "Fuse4D Time"
+BLEND_GROUP = "Fuse4D Time Blend"
 DISPLAY_GROUP = "Fuse4D Splats"
 MATERIAL = "Fuse4D Splat"
 CROP_GROUP = "Fuse4D Crop"
@@ -95,6 +96,76 @@ def time_group():
     gout = b.node("NodeGroupOutput")
     b.link(delete.outputs[0], gout.inputs["Geometry"])
     return tree
+
+
+def blend_group():
+    """Corresponding Gaussians between timesteps: at fractional Time, timestep floor(Time) mixed
+    towards the next (mod Timesteps) by the fraction: positions, log scales, opacity logits and
+    colours linearly, rotations by slerp. Gaussian i of timestep t is point t * Count + i."""
+    tree, build = _fresh_group(BLEND_GROUP)
+    if not build:
+        return tree
+    _socket(tree, "Geometry", "INPUT", "NodeSocketGeometry")
+    _socket(tree, "Time", "INPUT", "NodeSocketFloat", 0.0)
+    _socket(tree, "Count", "INPUT", "NodeSocketInt", 1, 1)
+    _socket(tree, "Timesteps", "INPUT", "NodeSocketInt", 1, 1)
+    _socket(tree, "Geometry", "OUTPUT", "NodeSocketGeometry")
+    b = Builder(tree)
+    gin = b.node("NodeGroupInput")
+    t0 = b.math("FLOORED_MODULO", b.math("FLOOR", gin.outputs["Time"]), gin.outputs["Timesteps"])
+    frac = b.math("FRACT", gin.outputs["Time"])
+    t1 = b.math("FLOORED_MODULO", b.math("ADD", t0, 1.0), gin.outputs["Timesteps"])
+    attr = b.node("GeometryNodeInputNamedAttribute", data_type="INT")
+    attr.inputs["Name"].default_value = "timestep"
+    other = b.math("GREATER_THAN", b.math("ABSOLUTE", b.math("SUBTRACT", attr.outputs["Attribute"], t0)), 0.5)
+    delete = b.node("GeometryNodeDeleteGeometry", domain="POINT")
+    b.link(gin.outputs["Geometry"], delete.inputs["Geometry"])
+    b.link(other, delete.inputs["Selection"])
+    geo = delete.outputs[0]
+    index = b.node("GeometryNodeInputIndex")
+    # The same Gaussian at the next timestep in the full (undeleted) geometry.
+    partner = b.math("ADD", b.math("MULTIPLY", t1, gin.outputs["Count"]), index.outputs[0])
+
+    def sampled(data_type, field_socket):
+        node = b.node("GeometryNodeSampleIndex", data_type=data_type, domain="POINT")
+        b.link(gin.outputs["Geometry"], node.inputs["Geometry"])
+        b.link(field_socket, node.inputs["Value"])
+        b.link(partner, node.inputs["Index"])
+        return node.outputs[0]
+
+    def mix(data_type, a, c):
+        node = b.node("ShaderNodeMix", data_type=data_type)
+        if data_type == "VECTOR":
+            node.factor_mode = "UNIFORM"
+        suffix = {"FLOAT": "Float", "VECTOR": "Vector", "ROTATION": "Rotation"}[data_type]
+        b.link(frac, _by_id(node.inputs, "Factor_Float"))
+        b.link(a, _by_id(node.inputs, f"A_{suffix}"))
+        b.link(c, _by_id(node.inputs, f"B_{suffix}"))
+        return _by_id(node.outputs, f"Result_{suffix}")
+
+    pos = b.node("GeometryNodeInputPosition").outputs[0]
+    set_pos = b.node("GeometryNodeSetPosition")
+    b.link(geo, set_pos.inputs["Geometry"])
+    b.link(mix("VECTOR", pos, sampled("FLOAT_VECTOR", pos)), set_pos.inputs["Position"])
+    geo = set_pos.outputs[0]
+    for name, kind, mix_kind in (("scale", "FLOAT_VECTOR", "VECTOR"), ("f_dc", "FLOAT_VECTOR", "VECTOR"),
+                                 ("opacity", "FLOAT", "FLOAT"), ("rot", "QUATERNION", "ROTATION")):
+        read = b.node("GeometryNodeInputNamedAttribute", data_type=kind)
+        read.inputs["Name"].default_value = name
+        value = read.outputs["Attribute"]
+        store = b.node("GeometryNodeStoreNamedAttribute", data_type=kind, domain="POINT")
+        store.inputs["Name"].default_value = name
+        b.link(geo, store.inputs["Geometry"])
+        b.link(mix(mix_kind, value, sampled(kind, value)), store.inputs["Value"])
+        geo = store.outputs[0]
+    gout = b.node("NodeGroupOutput")
+    b.link(geo, gout.inputs["Geometry"])
+    return tree
+
+
+def _by_id(sockets, identifier: str):
+    """A socket by identifier (the Mix node's A/B sockets share names across data types)."""
+    return next(sock for sock in sockets if sock.identifier == identifier)
 
 
 def crop_group():
@@ -372,10 +443,11 @@ def add_crop(obj, sphere: bool = False, center=(0.0, 0.0, 0.0), size=(1e4, 1e4, 
     return mod
 
 
-def add_time(obj):
-    """The timestep filter goes first so the display only ever sees one timestep."""
+def add_time(obj, interpolate: bool = False):
+    """The timestep filter (or blend, for corresponding sequences) goes first so the display only
+    ever sees one timestep."""
     mod = obj.modifiers.get(TIME_MODIFIER) or obj.modifiers.new(TIME_MODIFIER, "NODES")
-    mod.node_group = time_group()
+    mod.node_group = blend_group() if interpolate else time_group()
     index = list(obj.modifiers).index(mod)
     if index != 0:
         with bpy.context.temp_override(object=obj):

@@ -3,8 +3,10 @@
 key per timestep), so retiming is ordinary F-curve editing and it all lives in the .blend."""
 from __future__ import annotations
 
+import math
+
 from .compat import find_fcurve
-from .nodes import input_path, set_input
+from .nodes import BLEND_GROUP, input_path, set_input
 
 MODES = ("HOLD", "LOOP")
 
@@ -22,14 +24,17 @@ def keyframe_timesteps(obj, modifier, timesteps: int, frame_start: float = 1, mo
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if not frames_per_step > 0:
         raise ValueError(f"frames_per_step must be positive, got {frames_per_step}")
-    path = input_path(modifier, "Frame Index")
-    # LOOP gets one more key (timestep 0 again) so the cycle's period is exactly T steps long.
+    blend = modifier.node_group.name == BLEND_GROUP  # a float Time, linear between the keys
+    name = "Time" if blend else "Frame Index"
+    path = input_path(modifier, name)
+    # LOOP gets one more key (timestep 0 again; Time = T when blending, which wraps to 0) so the
+    # cycle's period is exactly T steps long.
     for t in range(timesteps + (mode == "LOOP")):
-        set_input(modifier, "Frame Index", t % timesteps)
+        set_input(modifier, name, float(t) if blend else t % timesteps)
         obj.keyframe_insert(data_path=path, frame=frame_start + t * frames_per_step)
     curve = find_fcurve(obj, path)
     for key in curve.keyframe_points:
-        key.interpolation = "CONSTANT"
+        key.interpolation = "LINEAR" if blend else "CONSTANT"
     curve.extrapolation = "CONSTANT"
     for m in list(curve.modifiers):
         curve.modifiers.remove(m)
@@ -59,6 +64,9 @@ def timestep_at(obj, frame: float) -> int:
     from .nodes import TIME_MODIFIER
 
     mod = obj.modifiers[TIME_MODIFIER]
+    if mod.node_group.name == BLEND_GROUP:
+        value = find_fcurve(obj, input_path(mod, "Time")).evaluate(frame)
+        return int(math.floor(value + 1e-6)) % int(obj.get("fuse4d_timesteps", 1))
     curve = find_fcurve(obj, input_path(mod, "Frame Index"))
     return int(round(curve.evaluate(frame)))
 

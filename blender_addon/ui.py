@@ -107,6 +107,9 @@ class FUSE4D_OT_import_sequence(bpy.types.Operator, ImportHelper):
                                      "real time (off: one timestep per frame)")
     set_scene: BoolProperty(name="Set Scene FPS and Range", default=False,
                             description="Change the scene's frame rate and range to the sequence's instead")
+    interpolate: BoolProperty(name="Interpolate", default=False,
+                              description="Blend corresponding Gaussians between timesteps (sequences with "
+                                          "corresponding: true): smooth slow motion and motion blur")
     fps: FloatProperty(name="FPS (no manifest)", default=8.0, min=0.01,
                        description="Frame rate of a folder of numbered PLYs without manifest.json")
     display: EnumProperty(name="Display", items=DISPLAY_ITEMS, default="ELLIPSOIDS")
@@ -120,6 +123,7 @@ class FUSE4D_OT_import_sequence(bpy.types.Operator, ImportHelper):
         try:
             obj = importer.import_sequence(self.filepath, frame_start=self.frame_start, mode=self.mode,
                                            retime=self.retime, set_scene=self.set_scene, fps=self.fps,
+                                           interpolate=self.interpolate,
                                            adjust_scene=self.adjust_scene, **_display_options(self))
         except IMPORT_ERRORS as exc:
             self.report({"ERROR"}, str(exc))

@@ -81,6 +81,21 @@ def main(zip_path: Path, work: Path) -> None:
     importer.export_ply(seq, work / "t1.ply")
     assert len(splatio.read_ply(work / "t1.ply")) == counts[1]
 
+    # Interpolation between corresponding timesteps (sub-frame time).
+    base = random_arrays(splatio, 25, 7)
+    moved = base.subset(slice(None))
+    moved.means = base.means + np.float32(1.0)
+    splatio.write_sequence(work / "corr", splatio.Sequence4D(frames=[base, moved], fps=24.0, corresponding=True))
+    blend = importer.import_sequence(work / "corr", interpolate=True)
+    scene.frame_set(1, subframe=0.5)
+    disp = blend.modifiers["Fuse4D Splats"]
+    disp.show_viewport = False
+    pc = blend.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
+    pos = np.empty(len(pc.points) * 3, np.float32)
+    pc.attributes["position"].data.foreach_get("vector", pos)
+    np.testing.assert_allclose(pos.reshape(-1, 3), base.means + 0.5, atol=1e-5)
+    disp.show_viewport = True
+
     # glTF KHR_gaussian_splatting out and back in (numpy only: works in every Blender).
     importer.export_ply(obj, work / "a.glb")
     glb = importer.import_ply(work / "a.glb", name="a_glb")

@@ -221,6 +221,37 @@ def test_sequence_retimed_to_the_scene_fps(addon, tmp_path):
     bpy.data.objects.remove(unretimed)
 
 
+def test_interpolation_between_corresponding_timesteps(addon, tmp_path):
+    base = random_arrays(40, degree=0, seed=3)
+    frames = []
+    for t in range(3):
+        f = base.subset(slice(None))
+        f.means = base.means + np.float32(t)
+        f.log_scales = base.log_scales + np.float32(0.5 * t)
+        f.quats = base.quats if t != 1 else -base.quats * 2  # same rotation, other sign and norm
+        frames.append(f)
+    write_sequence(tmp_path / "corr", Sequence4D(frames=frames, fps=24.0, corresponding=True))
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 24, 1.0
+    obj = sub("importer").import_sequence(tmp_path / "corr", name="blend", frame_start=1, interpolate=True)
+    for frame, t in ((1, 0.0), (2, 1.0), (1.5, 0.5), (2.25, 1.25), (3, 2.0), (7, 2.0)):
+        scene.frame_set(int(frame), subframe=frame - int(frame))
+        np.testing.assert_allclose(evaluated_points(obj), base.means + np.float32(t), atol=1e-5, err_msg=f"frame {frame}")
+    disp = obj.modifiers["Fuse4D Splats"]
+    disp.show_viewport = False
+    scene.frame_set(1, subframe=0.5)
+    pc = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
+    np.testing.assert_allclose(attribute(pc, "scale", 3), base.log_scales + 0.25, atol=1e-5)
+    rot = attribute(pc, "rot", 4)
+    unit = base.quats / np.linalg.norm(base.quats, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.abs(np.sum(rot / np.linalg.norm(rot, axis=1, keepdims=True) * unit, 1)), 1, atol=1e-4)
+    disp.show_viewport = True
+    bpy.data.objects.remove(obj)
+    make_sequence(tmp_path, counts=(5, 6))
+    with pytest.raises(ValueError, match="corresponding"):
+        sub("importer").import_sequence(tmp_path / "seq", interpolate=True)
+
+
 def test_folder_of_numbered_plys_without_manifest(addon, tmp_path):
     frames = [random_arrays(n, degree=0, seed=n) for n in (11, 12, 13)]
     for t, f in enumerate(frames):
