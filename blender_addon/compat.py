@@ -36,3 +36,35 @@ def eevee_engine() -> str:
 def engine_id(name: str) -> str:
     """'EEVEE' (or either EEVEE id) -> this version's id; other engines unchanged."""
     return eevee_engine() if name in ("EEVEE", "BLENDER_EEVEE", "BLENDER_EEVEE_NEXT") else name
+
+
+def _typed_inputs(modifier):
+    """5.3+: a Geometry Nodes modifier's inputs are RNA (`properties.inputs.<id>.value`), no longer
+    ID properties on the modifier; None before that."""
+    props = getattr(modifier, "properties", None)
+    return getattr(props, "inputs", None) if props is not None else None
+
+
+def set_modifier_input(modifier, identifier: str, value) -> None:
+    inputs = _typed_inputs(modifier)
+    if inputs is None:
+        modifier[identifier] = value
+    else:
+        getattr(inputs, identifier).value = value
+
+
+def get_modifier_input(modifier, identifier: str):
+    inputs = _typed_inputs(modifier)
+    return modifier[identifier] if inputs is None else getattr(inputs, identifier).value
+
+
+def modifier_input_ui(modifier, identifier: str):
+    """(owner, property) for layout.prop() of a modifier input."""
+    inputs = _typed_inputs(modifier)
+    return (modifier, f'["{identifier}"]') if inputs is None else (getattr(inputs, identifier), "value")
+
+
+def modifier_input_path(modifier, identifier: str) -> str:
+    """The data path of a modifier input from its object (for keyframes and F-curves)."""
+    suffix = f'["{identifier}"]' if _typed_inputs(modifier) is None else f".properties.inputs.{identifier}.value"
+    return f'modifiers["{modifier.name}"]{suffix}'

@@ -43,8 +43,6 @@ def prepare_scene(scene) -> list[str]:
     if cycles is not None and cycles.transparent_max_bounces < CYCLES_TRANSPARENT_BOUNCES:
         changed.append(f"Cycles transparent bounces {cycles.transparent_max_bounces} -> {CYCLES_TRANSPARENT_BOUNCES}")
         cycles.transparent_max_bounces = CYCLES_TRANSPARENT_BOUNCES
-        if cycles.max_bounces < 1:
-            cycles.max_bounces = 1
     if scene.view_settings.view_transform != VIEW_TRANSFORM:
         changed.append(f"view transform {scene.view_settings.view_transform} -> {VIEW_TRANSFORM}")
         scene.view_settings.view_transform = VIEW_TRANSFORM

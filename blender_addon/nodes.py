@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bpy
 
+from . import compat
 from .convert import SIGMA_EXTENT
 from .splatio import SH_C0
 
@@ -18,7 +19,7 @@ TIME_MODIFIER = "Fuse4D Time"
 DISPLAY_MODIFIER = "Fuse4D Splats"
 CROP_MODIFIER = "Fuse4D Crop"
 CROP_SHAPES = ("BOX", "SPHERE")
-VERSION = 1  # bump when a group's layout changes; older groups are rebuilt
+VERSION = 2  # bump when a group's layout changes; older groups are rebuilt
 
 
 class Builder:
@@ -87,12 +88,12 @@ def time_group():
     gin = b.node("NodeGroupInput")
     attr = b.node("GeometryNodeInputNamedAttribute", data_type="INT")
     attr.inputs["Name"].default_value = "timestep"
-    cmp = b.node("FunctionNodeCompare", data_type="INT", operation="NOT_EQUAL")
-    b.link(attr.outputs["Attribute"], cmp.inputs[2])
-    b.link(gin.outputs["Frame Index"], cmp.inputs[3])
+    # |timestep - index| > 0.5 with plain Math (the Compare node's sockets differ between versions).
+    other = b.math("GREATER_THAN", b.math("ABSOLUTE", b.math("SUBTRACT", attr.outputs["Attribute"],
+                                                           gin.outputs["Frame Index"])), 0.5)
     delete = b.node("GeometryNodeDeleteGeometry", domain="POINT")
     b.link(gin.outputs["Geometry"], delete.inputs["Geometry"])
-    b.link(cmp.outputs[0], delete.inputs["Selection"])
+    b.link(other, delete.inputs["Selection"])
     gout = b.node("NodeGroupOutput")
     b.link(delete.outputs[0], gout.inputs["Geometry"])
     return tree
@@ -255,7 +256,9 @@ def display_group():
     b.link(viewport.outputs[0], ratio.inputs["Switch"])
     b.link(gin.outputs["Render Subsample"], ratio.inputs["False"])
     b.link(gin.outputs["Viewport Subsample"], ratio.inputs["True"])
-    drop = b.math("GREATER_THAN", rand.outputs[1], ratio.outputs[0], "ShaderNodeMath")
+    # Random Value has one output per type up to 5.2 and one typed output from 5.3: take the float one.
+    value = next(o for o in rand.outputs if o.type == "VALUE")
+    drop = b.math("GREATER_THAN", value, ratio.outputs[0], "ShaderNodeMath")
     delete = b.node("GeometryNodeDeleteGeometry", domain="POINT")
     b.link(gin.outputs["Geometry"], delete.inputs["Geometry"])
     b.link(drop, delete.inputs["Selection"])
@@ -400,16 +403,21 @@ def _input_id(group, name: str) -> str:
 
 
 def set_input(modifier, name: str, value) -> None:
-    modifier[_input_id(modifier.node_group, name)] = value
+    compat.set_modifier_input(modifier, _input_id(modifier.node_group, name), value)
 
 
 def get_input(modifier, name: str):
-    return modifier[_input_id(modifier.node_group, name)]
+    return compat.get_modifier_input(modifier, _input_id(modifier.node_group, name))
+
+
+def input_ui(modifier, name: str):
+    """(owner, property) to draw a modifier input with layout.prop()."""
+    return compat.modifier_input_ui(modifier, _input_id(modifier.node_group, name))
 
 
 def input_path(modifier, name: str) -> str:
     """Data path (from the object) of a modifier input, for keyframes."""
-    return f'modifiers["{modifier.name}"]["{_input_id(modifier.node_group, name)}"]'
+    return compat.modifier_input_path(modifier, _input_id(modifier.node_group, name))
 
 
 def add_display(obj, ellipsoids: bool = True, scale_multiplier: float = 1.0,

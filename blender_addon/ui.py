@@ -357,13 +357,13 @@ class FUSE4D_PT_panel(bpy.types.Panel):
             box = col.box()
             box.label(text="Display")
             for name in ("Ellipsoids", "Scale Multiplier", "Viewport Subsample", "Render Subsample"):
-                box.prop(mod, f'["{nodes._input_id(mod.node_group, name)}"]', text=name)
+                box.prop(*nodes.input_ui(mod, name), text=name)
             if nodes.CROP_MODIFIER in obj.modifiers:
                 crop = obj.modifiers[nodes.CROP_MODIFIER]
                 box = col.box()
                 box.label(text="Crop / Filter (exported as shown)")
                 for name in ("Sphere", "Center", "Size", "Invert", "Min Opacity", "Max Size"):
-                    box.prop(crop, f'["{nodes._input_id(crop.node_group, name)}"]', text=name)
+                    box.prop(*nodes.input_ui(crop, name), text=name)
             else:
                 col.operator(FUSE4D_OT_add_crop.bl_idname)
         col.operator(FUSE4D_OT_create_rig.bl_idname)

@@ -29,9 +29,10 @@ def pytest_report_header(config):
         suite = metadata.version("bpy")
     except metadata.PackageNotFoundError:
         suite = "not installed"
-    from blender_versions import EXTRA_VERSIONS
+    from blender_versions import EXTRA_VERSIONS, NEWEST
 
-    return f"blender: bpy {suite} (full add-on suite), {', '.join(EXTRA_VERSIONS)} (smoke, .cache/blender)"
+    return (f"blender: bpy {suite} (full add-on suite), {', '.join(EXTRA_VERSIONS)} and {NEWEST[0]} on Python "
+            f"{NEWEST[1]} where present (smoke, .cache/blender)")
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from blender_versions import EXTRA_VERSIONS, ensure_bpy
+from blender_versions import EXTRA_VERSIONS, NEWEST, ensure_bpy, find_python
 from fuse4d.blender_addon import build
 
 HERE = Path(__file__).resolve().parent
@@ -29,11 +29,18 @@ def test_manifest_minimum_is_a_tested_version():
     assert tuple(map(int, minimum.split(".")))[:2] == min(tuple(map(int, v.split(".")))[:2] for v in EXTRA_VERSIONS)
 
 
-@pytest.mark.parametrize("version", EXTRA_VERSIONS)
+@pytest.mark.parametrize("version", [*EXTRA_VERSIONS, NEWEST[0]])
 def test_addon_smoke_on_blender(version, addon_zip, tmp_path):
-    if sys.version_info[:2] != (3, 11):
-        pytest.skip(f"bpy {version} is built for Python 3.11 only; this is {sys.version.split()[0]}")
-    python = ensure_bpy(version)
+    if version == NEWEST[0]:
+        interpreter = find_python(NEWEST[1])
+        if interpreter is None:
+            SMOKE_RESULTS.append(f"bpy=={version}: skipped (needs Python {NEWEST[1]}; none on PATH or in pyenv)")
+            pytest.skip(f"bpy {version} needs Python {NEWEST[1]}, which this machine does not have")
+        python = ensure_bpy(version, interpreter)
+    else:
+        if sys.version_info[:2] != (3, 11):
+            pytest.skip(f"bpy {version} is built for Python 3.11 only; this is {sys.version.split()[0]}")
+        python = ensure_bpy(version)
     out = subprocess.run([str(python), str(HERE / "blender_smoke.py"), str(addon_zip), str(tmp_path)],
                          capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     blender = next((line for line in out.stdout.splitlines() if line.startswith("BLENDER ")), "BLENDER ?")
