@@ -165,3 +165,12 @@ def test_numbered_ply_folder_without_manifest(tmp_path):
         read_any(tmp_path / "plys")
     written = write_any(tmp_path / "one.glb", frames[0])
     assert written == [tmp_path / "one.glb"]
+
+
+def test_format_module_stays_numpy_only_with_usd_support():
+    """core.io (which Blender bundles) imports neither torch nor pxr until a USD file is touched."""
+    code = ("import sys, fuse4d.core.io, fuse4d.core.files; "
+            "print('torch' in sys.modules, 'pxr' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
