@@ -33,7 +33,7 @@ CONSTRAINTS = ROOT / "constraints.txt"
 # Extras (pyproject.toml) per mode: the stand-alone CLI and training need all but the test tools.
 GROUPS = {
     "base": ["gsplat", "wan"],
-    "test": ["gsplat", "wan", "test", "blender"],
+    "test": ["gsplat", "wan", "test", "blender", "usd"],
 }
 
 

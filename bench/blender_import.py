@@ -6,17 +6,36 @@ change < 50 ms. Baseline: the format module alone (read_sequence), so the ratio 
 Blender side adds.
 
     .venv/bin/python bench/blender_import.py [--timesteps 30] [--gaussians 100000] [--sh-degree 0]
+    .cache/blender/bpy-5.0.1/bin/python bench/blender_import.py      # any bpy: the add-on comes from its zip
 """
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import resource
+import sys
+import zipfile
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_addon(folder: Path):
+    """The add-on as users install it (the built zip), so any bpy Python can run this bench."""
+    spec = importlib.util.spec_from_file_location("fuse4d_build", ROOT / "blender_addon" / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    with zipfile.ZipFile(build.build(folder / "dist")) as zf:
+        zf.extractall(folder / "pkgs" / "fuse4d_bench_addon")
+    sys.path.insert(0, str(folder / "pkgs"))
+    return lambda name: importlib.import_module(f"fuse4d_bench_addon.{name}")
 
 
 def rss_mb() -> float:
@@ -31,8 +50,12 @@ def main() -> int:
     args = p.parse_args()
 
     import bpy
-    from fuse4d.blender_addon import importer, nodes
-    from fuse4d.core.io import Sequence4D, SplatArrays, read_sequence, write_sequence
+
+    addon_dir = tempfile.TemporaryDirectory()
+    module = load_addon(Path(addon_dir.name))
+    importer, nodes, splatio = module("importer"), module("nodes"), module("splatio")
+    Sequence4D, SplatArrays = splatio.Sequence4D, splatio.SplatArrays
+    read_sequence, write_sequence = splatio.read_sequence, splatio.write_sequence
 
     rng = np.random.default_rng(0)
     n, k = args.gaussians, (args.sh_degree + 1) ** 2
@@ -79,6 +102,7 @@ def main() -> int:
         obj.modifiers[nodes.DISPLAY_MODIFIER].show_viewport = True
         assert shown == args.gaussians, shown
     total = args.timesteps * args.gaussians
+    print(f"Blender {bpy.app.version_string}")
     print(f"{args.timesteps} timesteps x {args.gaussians} Gaussians (SH degree {args.sh_degree}) = {total:,} points")
     print(f"baseline read_sequence alone : {t_read:6.2f} s")
     print(f"import (read + Blender object): {t_import:6.2f} s  ({t_import / t_read:.1f}x baseline; target < 15 s)")

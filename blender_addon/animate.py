@@ -18,13 +18,14 @@ from .splatio import align_cameras
 from .rig import camera_dict, render_view, rig_cameras
 from .splatio import Sequence4D, read_ply, read_sequence
 
-STATES = ("RENDER", "SUBMIT", "WAIT", "IMPORT", "DONE", "CANCELLED", "FAILED")
+STATES = ("CHECK", "RENDER", "SUBMIT", "WAIT", "IMPORT", "DONE", "CANCELLED", "FAILED")
 
 
 class AnimateJob:
     def __init__(self, source, backend: Backend, job_dir: str | Path | None = None, frames: int = 8,
                  fps: float = 8.0, prompt: str = "", width: int = 256, height: int = 256,
-                 engine: str = "CYCLES", samples: int = 16, cameras: list | None = None):
+                 engine: str = "CYCLES", samples: int = 16, cameras: list | None = None,
+                 hide_source: bool = False):
         self.source = source
         self.backend = backend
         self.cameras = cameras if cameras is not None else rig_cameras(source)
@@ -33,10 +34,11 @@ class AnimateJob:
         self.job_dir = Path(job_dir or tempfile.mkdtemp(prefix="fuse4d_job_"))
         self.frames, self.fps, self.prompt = frames, fps, prompt
         self.width, self.height, self.engine, self.samples = width, height, engine, samples
+        self.hide_source = hide_source
         self.scene = bpy.context.scene
-        self.state = "RENDER"
+        self.state = "CHECK"
         self.progress = 0.0
-        self.message = "rendering views"
+        self.message = "checking the back end"
         self.result = None  # the imported object when DONE
         self._next_view = 0
         self._camera_json: list[dict] = []
@@ -53,6 +55,11 @@ class AnimateJob:
             self.backend.cancel() if self.state == "WAIT" else None
             self.state, self.message = "FAILED", f"{type(exc).__name__}: {exc}"
         return self.state
+
+    def _step_check(self) -> None:
+        """Before rendering anything: a missing interpreter or server fails the job at once."""
+        self.backend.check()
+        self.state, self.message = "RENDER", "rendering views"
 
     def _step_render(self) -> None:
         i = self._next_view
@@ -90,6 +97,9 @@ class AnimateJob:
     def _step_import(self) -> None:
         self.result = import_result(self.job_dir / RESULT_DIR, self.source, self._camera_json,
                                     frame_start=self.scene.frame_current)
+        if self.hide_source:  # the result sits exactly where the source is
+            self.source.hide_set(True)
+            self.source.hide_render = True
         self.state, self.progress, self.message = "DONE", 1.0, f"imported {self.result.name}"
 
     def cancel(self) -> None:
@@ -115,10 +125,12 @@ def import_result(folder: Path, source, job_cameras: list[dict], frame_start: in
     seq = read_result(Path(folder))
     align = align_cameras([c["viewmat"] for c in seq.cameras or []], [c["viewmat"] for c in job_cameras])
     collection = source.users_collection[0] if source.users_collection else bpy.context.scene.collection
-    obj = importer.sequence_object(seq, f"{source.name} animated", frame_start=frame_start, set_scene=False,
-                                   collection=collection)
-    obj.matrix_world = Matrix((np.array(source.matrix_world) @ align).tolist())
-    obj["fuse4d_source_object"] = source.name
     scene = bpy.context.scene
+    with importer.nothing_left_on_failure():
+        # One timestep per frame: the job asked for `frames` at the scene's pace.
+        obj = importer.sequence_object(seq, f"{source.name} animated", frame_start=frame_start, retime=False,
+                                       collection=collection, adjust_scene=False)
+        obj.matrix_world = Matrix((np.array(source.matrix_world) @ align).tolist())
+        obj["fuse4d_source_object"] = source.name
     scene.frame_end = max(scene.frame_end, frame_start + len(seq) - 1)
     return obj

@@ -50,7 +50,11 @@ def parse_progress(line: str) -> tuple[float, str] | None:
 
 
 class Backend:
-    """start(job) once, then poll() until state is done/failed/cancelled; cancel() any time."""
+    """check() before any work, start(job) once, then poll() until state is done/failed/cancelled;
+    cancel() any time."""
+
+    def check(self) -> None:
+        """Raise ValueError (one line, for the user) if the back end cannot run a job at all."""
 
     def start(self, job: Path) -> None:
         raise NotImplementedError
@@ -76,6 +80,23 @@ class LocalCLIBackend(Backend):
         self._proc: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
         self._lock = threading.Lock()
+
+    def check(self, timeout: float = 60.0) -> None:
+        """The interpreter runs and finds the command's module (`-m NAME`) or script."""
+        if not self.python or not Path(self.python).exists():
+            raise ValueError(f"Fuse4D Python {self.python!r} not found (set it in the add-on preferences)")
+        if len(self.command) >= 2 and self.command[0] == "-m":
+            probe = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({self.command[1]!r}) is None)"
+            try:
+                code = subprocess.run([self.python, "-c", probe], stdin=subprocess.DEVNULL, capture_output=True,
+                                      timeout=timeout).returncode
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise ValueError(f"Fuse4D Python {self.python!r} does not run ({exc})") from None
+            if code != 0:
+                raise ValueError(f"{self.python} has no module {self.command[1]!r} (install fuse4d into that "
+                                 "environment, or set Fuse4D Python to the one that has it)")
+        elif self.command and not self.command[0].startswith("-") and not Path(self.command[0]).exists():
+            raise ValueError(f"script {self.command[0]!r} of the back-end command not found")
 
     def argv(self, job: Path) -> list[str]:
         return [self.python, *self.command, "--job", str(job), "--out", str(job / RESULT_DIR), *self.extra_args]
@@ -257,6 +278,25 @@ class ComfyUIBackend(Backend):
     def _json(self, path: str, payload: dict | None = None):
         data = None if payload is None else json.dumps(payload).encode()
         return json.loads(self._request(path, data, {"Content-Type": "application/json"} if data else None) or b"null")
+
+    def check(self) -> None:
+        """The server answers, knows every node class of the workflow, and offers every file name the
+        workflow picks from a list (model files), as ComfyUI would validate them on queueing."""
+        try:
+            info = self._json("/object_info")
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise ValueError(f"ComfyUI at {self.url} is not reachable ({getattr(exc, 'reason', exc)})") from None
+        missing = sorted({n.get("class_type") for n in self.workflow.values() if n.get("class_type") not in info})
+        if missing:
+            raise ValueError(f"ComfyUI at {self.url} lacks the nodes {', '.join(missing)} (install the Fuse4D node pack)")
+        for node_id, node in self.workflow.items():
+            spec = info[node["class_type"]].get("input", {})
+            choices_of = {**spec.get("required", {}), **spec.get("optional", {})}
+            for name, value in node.get("inputs", {}).items():
+                choices = (choices_of.get(name) or [None])[0]
+                if isinstance(value, str) and isinstance(choices, list) and choices and value not in choices:
+                    raise ValueError(f"ComfyUI at {self.url}: node {node_id} ({node['class_type']}) needs "
+                                     f"{name}={value!r}, which the server does not have")
 
     def upload_image(self, path: Path, content_type: str = "image/png") -> str:
         boundary = uuid.uuid4().hex

@@ -70,3 +70,53 @@ def lens_from_intrinsics(K, width: int, height: int, sensor_width: float = 36.0)
     K = np.asarray(K, np.float64)
     return {"lens": K[0, 0] / width * sensor_width, "sensor_width": sensor_width,
             "shift_x": -(K[0, 2] - width / 2) / width, "shift_y": (K[1, 2] - height / 2) / width}
+
+
+def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product of w-x-y-z quaternions (broadcasting)."""
+    aw, ax, ay, az = np.moveaxis(a, -1, 0)
+    bw, bx, by, bz = np.moveaxis(b, -1, 0)
+    return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
+
+
+def matrix_to_quat(rot: np.ndarray) -> np.ndarray:
+    """A 3x3 rotation -> unit w-x-y-z quaternion (Shepperd's method, robust near 180 degrees)."""
+    m = np.asarray(rot, np.float64)
+    tr = np.trace(m)
+    if tr > 0:
+        s = 2.0 * math.sqrt(1.0 + tr)
+        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
+    else:
+        i = int(np.argmax(np.diag(m)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = 2.0 * math.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k])
+        q = [0.0] * 4
+        q[0] = (m[k, j] - m[j, k]) / s
+        q[1 + i] = 0.25 * s
+        q[1 + j] = (m[j, i] + m[i, j]) / s
+        q[1 + k] = (m[k, i] + m[i, k]) / s
+    q = np.array(q)
+    return q / np.linalg.norm(q)
+
+
+def transform_splats(arrays, matrix: np.ndarray):
+    """Gaussians moved by a similarity 4x4 (rotation, uniform scale, translation) in their own data
+    space: means, rotations and log scales change. Spherical-harmonic colour is not rotated (the
+    view-dependent part keeps its original orientation). Mirrors and non-uniform scale are refused:
+    a Gaussian has no exact form after them."""
+    m = np.asarray(matrix, np.float64)
+    lin = m[:3, :3]
+    norms = np.linalg.norm(lin, axis=0)
+    scale = float(norms.mean())
+    if not np.allclose(norms, scale, rtol=1e-4) or scale <= 0:
+        raise ValueError(f"the object's scale is not uniform ({np.round(norms, 4).tolist()}): apply it or "
+                         "export without the transform")
+    rot = lin / scale
+    if np.linalg.det(rot) < 0:
+        raise ValueError("the object's transform mirrors it (negative scale): export without the transform")
+    out = arrays.subset(slice(None))
+    out.means = (arrays.means @ lin.T + m[:3, 3]).astype(np.float32)
+    out.quats = quat_multiply(matrix_to_quat(rot)[None], arrays.quats.astype(np.float64)).astype(np.float32)
+    out.log_scales = (arrays.log_scales + math.log(scale)).astype(np.float32)
+    return out

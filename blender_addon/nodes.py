@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import bpy
 
+from . import compat
 from .convert import SIGMA_EXTENT
 from .splatio import SH_C0
 
 TIME_GROUP = "Fuse4D Time"
+BLEND_GROUP = "Fuse4D Time Blend"
 DISPLAY_GROUP = "Fuse4D Splats"
 MATERIAL = "Fuse4D Splat"
+CROP_GROUP = "Fuse4D Crop"
 TIME_MODIFIER = "Fuse4D Time"
 DISPLAY_MODIFIER = "Fuse4D Splats"
-VERSION = 1  # bump when a group's layout changes; older groups are rebuilt
+CROP_MODIFIER = "Fuse4D Crop"
+CROP_SHAPES = ("BOX", "SPHERE")
+VERSION = 2  # bump when a group's layout changes; older groups are rebuilt
 
 
 class Builder:
@@ -83,12 +88,145 @@ def time_group():
     gin = b.node("NodeGroupInput")
     attr = b.node("GeometryNodeInputNamedAttribute", data_type="INT")
     attr.inputs["Name"].default_value = "timestep"
-    cmp = b.node("FunctionNodeCompare", data_type="INT", operation="NOT_EQUAL")
-    b.link(attr.outputs["Attribute"], cmp.inputs[2])
-    b.link(gin.outputs["Frame Index"], cmp.inputs[3])
+    # |timestep - index| > 0.5 with plain Math (the Compare node's sockets differ between versions).
+    other = b.math("GREATER_THAN", b.math("ABSOLUTE", b.math("SUBTRACT", attr.outputs["Attribute"],
+                                                           gin.outputs["Frame Index"])), 0.5)
     delete = b.node("GeometryNodeDeleteGeometry", domain="POINT")
     b.link(gin.outputs["Geometry"], delete.inputs["Geometry"])
-    b.link(cmp.outputs[0], delete.inputs["Selection"])
+    b.link(other, delete.inputs["Selection"])
+    gout = b.node("NodeGroupOutput")
+    b.link(delete.outputs[0], gout.inputs["Geometry"])
+    return tree
+
+
+def blend_group():
+    """Corresponding Gaussians between timesteps: at fractional Time, timestep floor(Time) mixed
+    towards the next (mod Timesteps) by the fraction: positions, log scales, opacity logits and
+    colours linearly, rotations by slerp. Gaussian i of timestep t is point t * Count + i."""
+    tree, build = _fresh_group(BLEND_GROUP)
+    if not build:
+        return tree
+    _socket(tree, "Geometry", "INPUT", "NodeSocketGeometry")
+    _socket(tree, "Time", "INPUT", "NodeSocketFloat", 0.0)
+    _socket(tree, "Count", "INPUT", "NodeSocketInt", 1, 1)
+    _socket(tree, "Timesteps", "INPUT", "NodeSocketInt", 1, 1)
+    _socket(tree, "Geometry", "OUTPUT", "NodeSocketGeometry")
+    b = Builder(tree)
+    gin = b.node("NodeGroupInput")
+    t0 = b.math("FLOORED_MODULO", b.math("FLOOR", gin.outputs["Time"]), gin.outputs["Timesteps"])
+    frac = b.math("FRACT", gin.outputs["Time"])
+    t1 = b.math("FLOORED_MODULO", b.math("ADD", t0, 1.0), gin.outputs["Timesteps"])
+    attr = b.node("GeometryNodeInputNamedAttribute", data_type="INT")
+    attr.inputs["Name"].default_value = "timestep"
+    other = b.math("GREATER_THAN", b.math("ABSOLUTE", b.math("SUBTRACT", attr.outputs["Attribute"], t0)), 0.5)
+    delete = b.node("GeometryNodeDeleteGeometry", domain="POINT")
+    b.link(gin.outputs["Geometry"], delete.inputs["Geometry"])
+    b.link(other, delete.inputs["Selection"])
+    geo = delete.outputs[0]
+    index = b.node("GeometryNodeInputIndex")
+    # The same Gaussian at the next timestep in the full (undeleted) geometry.
+    partner = b.math("ADD", b.math("MULTIPLY", t1, gin.outputs["Count"]), index.outputs[0])
+
+    def sampled(data_type, field_socket):
+        node = b.node("GeometryNodeSampleIndex", data_type=data_type, domain="POINT")
+        b.link(gin.outputs["Geometry"], node.inputs["Geometry"])
+        b.link(field_socket, node.inputs["Value"])
+        b.link(partner, node.inputs["Index"])
+        return node.outputs[0]
+
+    def mix(data_type, a, c):
+        node = b.node("ShaderNodeMix", data_type=data_type)
+        if data_type == "VECTOR":
+            node.factor_mode = "UNIFORM"
+        suffix = {"FLOAT": "Float", "VECTOR": "Vector", "ROTATION": "Rotation"}[data_type]
+        b.link(frac, _by_id(node.inputs, "Factor_Float"))
+        b.link(a, _by_id(node.inputs, f"A_{suffix}"))
+        b.link(c, _by_id(node.inputs, f"B_{suffix}"))
+        return _by_id(node.outputs, f"Result_{suffix}")
+
+    pos = b.node("GeometryNodeInputPosition").outputs[0]
+    set_pos = b.node("GeometryNodeSetPosition")
+    b.link(geo, set_pos.inputs["Geometry"])
+    b.link(mix("VECTOR", pos, sampled("FLOAT_VECTOR", pos)), set_pos.inputs["Position"])
+    geo = set_pos.outputs[0]
+    for name, kind, mix_kind in (("scale", "FLOAT_VECTOR", "VECTOR"), ("f_dc", "FLOAT_VECTOR", "VECTOR"),
+                                 ("opacity", "FLOAT", "FLOAT"), ("rot", "QUATERNION", "ROTATION")):
+        read = b.node("GeometryNodeInputNamedAttribute", data_type=kind)
+        read.inputs["Name"].default_value = name
+        value = read.outputs["Attribute"]
+        store = b.node("GeometryNodeStoreNamedAttribute", data_type=kind, domain="POINT")
+        store.inputs["Name"].default_value = name
+        b.link(geo, store.inputs["Geometry"])
+        b.link(mix(mix_kind, value, sampled(kind, value)), store.inputs["Value"])
+        geo = store.outputs[0]
+    gout = b.node("NodeGroupOutput")
+    b.link(geo, gout.inputs["Geometry"])
+    return tree
+
+
+def _by_id(sockets, identifier: str):
+    """A socket by identifier (the Mix node's A/B sockets share names across data types)."""
+    return next(sock for sock in sockets if sock.identifier == identifier)
+
+
+def crop_group():
+    """Delete the Gaussians outside a box (half extents Size) or sphere (radius Size.x) around
+    Center, in the object's data space (Invert keeps the outside instead), and those fainter than
+    Min Opacity or larger than Max Size (3 sigma of the largest axis; 0 = no limit)."""
+    tree, build = _fresh_group(CROP_GROUP)
+    if not build:
+        return tree
+    _socket(tree, "Geometry", "INPUT", "NodeSocketGeometry")
+    _socket(tree, "Sphere", "INPUT", "NodeSocketBool", False)
+    _socket(tree, "Center", "INPUT", "NodeSocketVector", (0.0, 0.0, 0.0))
+    _socket(tree, "Size", "INPUT", "NodeSocketVector", (1e4, 1e4, 1e4))
+    _socket(tree, "Invert", "INPUT", "NodeSocketBool", False)
+    _socket(tree, "Min Opacity", "INPUT", "NodeSocketFloat", 0.0, 0.0, 1.0)
+    _socket(tree, "Max Size", "INPUT", "NodeSocketFloat", 0.0, 0.0, 1e6)
+    _socket(tree, "Geometry", "OUTPUT", "NodeSocketGeometry")
+    b = Builder(tree)
+    gin = b.node("NodeGroupInput")
+    pos = b.node("GeometryNodeInputPosition")
+    d = b.node("ShaderNodeVectorMath", operation="SUBTRACT")
+    b.link(pos.outputs[0], d.inputs[0])
+    b.link(gin.outputs["Center"], d.inputs[1])
+    # Box: max_i(|d_i| - size_i) <= 0; sphere: |d| - size_x <= 0.
+    absd = b.node("ShaderNodeVectorMath", operation="ABSOLUTE")
+    b.link(d.outputs[0], absd.inputs[0])
+    over = b.node("ShaderNodeVectorMath", operation="SUBTRACT")
+    b.link(absd.outputs[0], over.inputs[0])
+    b.link(gin.outputs["Size"], over.inputs[1])
+    sep = b.node("ShaderNodeSeparateXYZ")
+    b.link(over.outputs[0], sep.inputs[0])
+    box = b.math("MAXIMUM", b.math("MAXIMUM", sep.outputs[0], sep.outputs[1]), sep.outputs[2])
+    length = b.node("ShaderNodeVectorMath", operation="LENGTH")
+    b.link(d.outputs[0], length.inputs[0])
+    size = b.node("ShaderNodeSeparateXYZ")
+    b.link(gin.outputs["Size"], size.inputs[0])
+    sphere = b.math("SUBTRACT", length.outputs["Value"], size.outputs[0])
+    dist = b.node("GeometryNodeSwitch", input_type="FLOAT")
+    b.link(gin.outputs["Sphere"], dist.inputs["Switch"])
+    b.link(box, dist.inputs["False"])
+    b.link(sphere, dist.inputs["True"])
+    outside = b.math("GREATER_THAN", dist.outputs[0], 0.0)
+    # outside XOR invert = |outside - invert|
+    drop = b.math("ABSOLUTE", b.math("SUBTRACT", outside, gin.outputs["Invert"]))
+    op = b.node("GeometryNodeInputNamedAttribute", data_type="FLOAT")
+    op.inputs["Name"].default_value = "opacity"
+    alpha = b.math("DIVIDE", 1.0, b.math("ADD", 1.0, b.math("EXPONENT", b.math("MULTIPLY", op.outputs["Attribute"], -1.0))))
+    faint = b.math("LESS_THAN", alpha, gin.outputs["Min Opacity"])
+    sc = b.node("GeometryNodeInputNamedAttribute", data_type="FLOAT_VECTOR")
+    sc.inputs["Name"].default_value = "scale"
+    ssep = b.node("ShaderNodeSeparateXYZ")
+    b.link(sc.outputs["Attribute"], ssep.inputs[0])
+    biggest = b.math("MULTIPLY", b.math("EXPONENT", b.math("MAXIMUM", b.math("MAXIMUM", ssep.outputs[0], ssep.outputs[1]),
+                                                            ssep.outputs[2])), SIGMA_EXTENT)
+    limited = b.math("GREATER_THAN", gin.outputs["Max Size"], 0.0)
+    large = b.math("MULTIPLY", b.math("GREATER_THAN", biggest, gin.outputs["Max Size"]), limited)
+    any_drop = b.math("GREATER_THAN", b.math("ADD", b.math("ADD", drop, faint), large), 0.5)
+    delete = b.node("GeometryNodeDeleteGeometry", domain="POINT")
+    b.link(gin.outputs["Geometry"], delete.inputs["Geometry"])
+    b.link(any_drop, delete.inputs["Selection"])
     gout = b.node("NodeGroupOutput")
     b.link(delete.outputs[0], gout.inputs["Geometry"])
     return tree
@@ -118,7 +256,9 @@ def display_group():
     b.link(viewport.outputs[0], ratio.inputs["Switch"])
     b.link(gin.outputs["Render Subsample"], ratio.inputs["False"])
     b.link(gin.outputs["Viewport Subsample"], ratio.inputs["True"])
-    drop = b.math("GREATER_THAN", rand.outputs[1], ratio.outputs[0], "ShaderNodeMath")
+    # Random Value has one output per type up to 5.2 and one typed output from 5.3: take the float one.
+    value = next(o for o in rand.outputs if o.type == "VALUE")
+    drop = b.math("GREATER_THAN", value, ratio.outputs[0], "ShaderNodeMath")
     delete = b.node("GeometryNodeDeleteGeometry", domain="POINT")
     b.link(gin.outputs["Geometry"], delete.inputs["Geometry"])
     b.link(drop, delete.inputs["Selection"])
@@ -263,16 +403,21 @@ def _input_id(group, name: str) -> str:
 
 
 def set_input(modifier, name: str, value) -> None:
-    modifier[_input_id(modifier.node_group, name)] = value
+    compat.set_modifier_input(modifier, _input_id(modifier.node_group, name), value)
 
 
 def get_input(modifier, name: str):
-    return modifier[_input_id(modifier.node_group, name)]
+    return compat.get_modifier_input(modifier, _input_id(modifier.node_group, name))
+
+
+def input_ui(modifier, name: str):
+    """(owner, property) to draw a modifier input with layout.prop()."""
+    return compat.modifier_input_ui(modifier, _input_id(modifier.node_group, name))
 
 
 def input_path(modifier, name: str) -> str:
     """Data path (from the object) of a modifier input, for keyframes."""
-    return f'modifiers["{modifier.name}"]["{_input_id(modifier.node_group, name)}"]'
+    return compat.modifier_input_path(modifier, _input_id(modifier.node_group, name))
 
 
 def add_display(obj, ellipsoids: bool = True, scale_multiplier: float = 1.0,
@@ -288,10 +433,29 @@ def add_display(obj, ellipsoids: bool = True, scale_multiplier: float = 1.0,
     return mod
 
 
-def add_time(obj):
-    """The timestep filter goes first so the display only ever sees one timestep."""
+def add_crop(obj, sphere: bool = False, center=(0.0, 0.0, 0.0), size=(1e4, 1e4, 1e4), invert: bool = False,
+             min_opacity: float = 0.0, max_size: float = 0.0):
+    """The crop/filter modifier, placed just before the display (after Time): non-destructive,
+    and what export writes (export evaluates every modifier but the display)."""
+    mod = obj.modifiers.get(CROP_MODIFIER) or obj.modifiers.new(CROP_MODIFIER, "NODES")
+    mod.node_group = crop_group()
+    for name, value in (("Sphere", bool(sphere)), ("Center", tuple(map(float, center))),
+                        ("Size", tuple(map(float, size))), ("Invert", bool(invert)),
+                        ("Min Opacity", float(min_opacity)), ("Max Size", float(max_size))):
+        set_input(mod, name, value)
+    display = list(obj.modifiers).index(obj.modifiers[DISPLAY_MODIFIER]) if DISPLAY_MODIFIER in obj.modifiers else None
+    index = list(obj.modifiers).index(mod)
+    if display is not None and index > display:
+        with bpy.context.temp_override(object=obj):
+            bpy.ops.object.modifier_move_to_index(modifier=mod.name, index=display)
+    return mod
+
+
+def add_time(obj, interpolate: bool = False):
+    """The timestep filter (or blend, for corresponding sequences) goes first so the display only
+    ever sees one timestep."""
     mod = obj.modifiers.get(TIME_MODIFIER) or obj.modifiers.new(TIME_MODIFIER, "NODES")
-    mod.node_group = time_group()
+    mod.node_group = blend_group() if interpolate else time_group()
     index = list(obj.modifiers).index(mod)
     if index != 0:
         with bpy.context.temp_override(object=obj):

@@ -17,21 +17,29 @@ from .splatio import SplatArrays
 SPLAT_TAG = "fuse4d_splat"  # custom property marking our objects; value = SH degree
 
 
-def _new_points_object(name: str, positions: np.ndarray, collection) -> bpy.types.Object:
-    """A PointCloud object of len(positions) points. PointCloud datablocks cannot be resized from
-    Python in 4.2-4.5, so a vertex-only mesh of the right size is converted."""
-    mesh = bpy.data.meshes.new(name)
-    mesh.vertices.add(len(positions))
-    mesh.vertices.foreach_set("co", np.ascontiguousarray(positions, np.float32).ravel())
-    obj = bpy.data.objects.new(name, mesh)
+def _new_points_object(name: str, count: int, collection) -> bpy.types.Object:
+    """A PointCloud object of `count` points (at the origin; positions are set afterwards).
+    Python cannot resize a PointCloud datablock (4.2-5.0) and 4.2's object.convert cannot make
+    one, so a Geometry Nodes "Points" modifier of that count is applied: one path everywhere."""
+    pc = bpy.data.pointclouds.new(name)
+    obj = bpy.data.objects.new(name, pc)
     collection.objects.link(obj)
-    with bpy.context.temp_override(active_object=obj, object=obj, selected_objects=[obj],
-                                   selected_editable_objects=[obj]):
-        result = bpy.ops.object.convert(target="POINTCLOUD")
-    if "FINISHED" not in result or obj.type != "POINTCLOUD":
-        raise RuntimeError("Blender could not convert the vertex mesh into a point cloud")
-    if mesh.users == 0:
-        bpy.data.meshes.remove(mesh)
+    tree = bpy.data.node_groups.new(".fuse4d points", "GeometryNodeTree")
+    try:
+        tree.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+        points = tree.nodes.new("GeometryNodePoints")
+        points.inputs["Count"].default_value = count
+        tree.links.new(points.outputs[0], tree.nodes.new("NodeGroupOutput").inputs[0])
+        mod = obj.modifiers.new("points", "NODES")
+        mod.node_group = tree
+        with bpy.context.temp_override(object=obj, active_object=obj):
+            result = bpy.ops.object.modifier_apply(modifier=mod.name)
+    finally:
+        bpy.data.node_groups.remove(tree)
+    if "FINISHED" not in result or len(obj.data.points) != count:
+        raise RuntimeError(f"Blender could not make a point cloud of {count} points")
+    if obj.data is not pc and pc.users == 0:
+        bpy.data.pointclouds.remove(pc)
     obj.data.name = name
     return obj
 
@@ -55,8 +63,9 @@ def create_splat_object(name: str, arrays: SplatArrays, timesteps: np.ndarray | 
                         collection=None) -> bpy.types.Object:
     """A point-cloud object carrying `arrays` (optionally with a per-point `timestep`)."""
     collection = collection or bpy.context.scene.collection
-    obj = _new_points_object(name, arrays.means, collection)
+    obj = _new_points_object(name, len(arrays), collection)
     pc = obj.data
+    _set(pc, "position", "FLOAT_VECTOR", arrays.means)
     _set(pc, "scale", "FLOAT_VECTOR", arrays.log_scales)
     _set(pc, "rot", "QUATERNION", arrays.quats)
     _set(pc, "opacity", "FLOAT", arrays.opacity_logits)

@@ -10,9 +10,19 @@ import bpy
 import numpy as np
 from mathutils import Matrix, Vector
 
+from .compat import engine_id
 from .convert import camera_to_opencv, intrinsics
 
 RIG_TAG = "fuse4d_rig_of"
+
+
+def splat_bounds_local(obj) -> tuple[tuple, tuple]:
+    """Data-space centre and half extents of the bulk of the splats (2-98 percentiles)."""
+    n = len(obj.data.points)
+    pos = np.empty(n * 3, np.float32)
+    obj.data.attributes["position"].data.foreach_get("vector", pos)
+    lo, hi = np.percentile(pos.reshape(n, 3), [2, 98], axis=0) if n else (np.zeros(3), np.ones(3))
+    return tuple((lo + hi) / 2), tuple(np.maximum((hi - lo) / 2, 1e-3))
 
 
 def splat_bounds(obj) -> tuple[Vector, float]:
@@ -88,7 +98,7 @@ def render_settings(scene, camera, filepath: str, width: int, height: int, engin
     try:
         scene.camera = camera
         r.filepath, r.resolution_x, r.resolution_y, r.resolution_percentage = filepath, width, height, 100
-        r.engine = engine
+        r.engine = engine = engine_id(engine)
         r.image_settings.file_format = "PNG"
         scene.view_settings.view_transform = "Standard"  # splat colours are display values
         if engine == "CYCLES":

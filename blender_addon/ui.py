@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Operators, menus, the sidebar panel and the add-on preferences."""
 import json
+import os
+import shlex
 from pathlib import Path
 
 import bpy
@@ -56,67 +58,172 @@ DISPLAY_ITEMS = [("ELLIPSOIDS", "Ellipsoids", "Oriented ellipsoids with Gaussian
                  ("POINTS", "Points", "One sphere per Gaussian (fast)")]
 
 
+def _scene_report(obj) -> str:
+    changes = obj.get("fuse4d_scene_changes", "")
+    return f" (scene: {changes})" if changes else ""
+
+
+IMPORT_ERRORS = (OSError, ValueError, RuntimeError)  # SplatFormatError is a ValueError
+
+
 class FUSE4D_OT_import_ply(bpy.types.Operator, ImportHelper):
-    """Import a 3D Gaussian Splatting .ply as a splat point cloud"""
+    """Import a 3D Gaussian splat file (3DGS .ply, glTF KHR_gaussian_splatting, SPZ, .splat, OpenUSD) as a
+    splat point cloud"""
     bl_idname = "fuse4d.import_ply"
     bl_label = "Import Fuse4D 3DGS"
     bl_options = {"REGISTER", "UNDO"}
     filename_ext = ".ply"
-    filter_glob: StringProperty(default="*.ply", options={"HIDDEN"})
+    filter_glob: StringProperty(default="*.ply;*.glb;*.gltf;*.spz;*.splat;*.usd;*.usda;*.usdc", options={"HIDDEN"})
     display: EnumProperty(name="Display", items=DISPLAY_ITEMS, default="ELLIPSOIDS")
     scale_multiplier: FloatProperty(name="Scale Multiplier", default=1.0, min=0.0)
     viewport_subsample: FloatProperty(name="Viewport Subsample", default=1.0, min=0.0, max=1.0)
+    adjust_scene: BoolProperty(name="Set Render Settings", default=True,
+                               description="Raise Cycles transparent bounces and use the Standard view "
+                                           "transform where the scene's are short (off: leave the scene as is)")
 
     def execute(self, context):
         try:
-            obj = importer.import_ply(self.filepath, **_display_options(self))
-        except (OSError, SplatFormatError) as exc:
+            obj = importer.import_ply(self.filepath, adjust_scene=self.adjust_scene, **_display_options(self))
+        except IMPORT_ERRORS as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"{obj.name}: {len(obj.data.points)} Gaussians")
+        self.report({"INFO"}, f"{obj.name}: {len(obj.data.points)} Gaussians{_scene_report(obj)}")
         return {"FINISHED"}
 
 
 class FUSE4D_OT_import_sequence(bpy.types.Operator, ImportHelper):
-    """Import a Fuse4D 4D splat sequence (its manifest.json) onto the timeline"""
+    """Import a Fuse4D 4D splat sequence (its manifest.json, or any PLY of a folder of numbered PLYs)
+    onto the timeline"""
     bl_idname = "fuse4d.import_sequence"
     bl_label = "Import Fuse4D 4D Sequence"
     bl_options = {"REGISTER", "UNDO"}
     filename_ext = ".json"
-    filter_glob: StringProperty(default="manifest.json;*.json", options={"HIDDEN"})
+    filter_glob: StringProperty(default="manifest.json;*.json;*.ply;*.usd;*.usda;*.usdc", options={"HIDDEN"})
     frame_start: IntProperty(name="Start Frame", default=1, description="Frame showing timestep 0")
     mode: EnumProperty(name="Outside the Range", items=[("HOLD", "Hold", "Show the first/last timestep"),
                                                          ("LOOP", "Loop", "Repeat the sequence")])
-    set_scene: BoolProperty(name="Set Scene FPS and Range", default=True)
+    retime: BoolProperty(name="Retime to Scene FPS", default=True,
+                         description="Key the timesteps at the scene's frame rate so the sequence plays in "
+                                     "real time (off: one timestep per frame)")
+    set_scene: BoolProperty(name="Set Scene FPS and Range", default=False,
+                            description="Change the scene's frame rate and range to the sequence's instead")
+    interpolate: BoolProperty(name="Interpolate", default=False,
+                              description="Blend corresponding Gaussians between timesteps (sequences with "
+                                          "corresponding: true): smooth slow motion and motion blur")
+    fps: FloatProperty(name="FPS (no manifest)", default=8.0, min=0.01,
+                       description="Frame rate of a folder of numbered PLYs without manifest.json")
     display: EnumProperty(name="Display", items=DISPLAY_ITEMS, default="ELLIPSOIDS")
     scale_multiplier: FloatProperty(name="Scale Multiplier", default=1.0, min=0.0)
     viewport_subsample: FloatProperty(name="Viewport Subsample", default=1.0, min=0.0, max=1.0)
+    adjust_scene: BoolProperty(name="Set Render Settings", default=True,
+                               description="Raise Cycles transparent bounces and use the Standard view "
+                                           "transform where the scene's are short (off: leave the scene as is)")
 
     def execute(self, context):
         try:
             obj = importer.import_sequence(self.filepath, frame_start=self.frame_start, mode=self.mode,
-                                           set_scene=self.set_scene, **_display_options(self))
-        except (OSError, SplatFormatError) as exc:
+                                           retime=self.retime, set_scene=self.set_scene, fps=self.fps,
+                                           interpolate=self.interpolate,
+                                           adjust_scene=self.adjust_scene, **_display_options(self))
+        except IMPORT_ERRORS as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"{obj.name}: {obj['fuse4d_timesteps']} timesteps")
+        self.report({"INFO"}, f"{obj.name}: {obj['fuse4d_timesteps']} timesteps{_scene_report(obj)}")
         return {"FINISHED"}
 
 
+def _is_active_splat(context) -> bool:
+    return context.object is not None and "fuse4d_splat" in context.object
+
+
+EXPORT_FORMATS = [(".ply", "3DGS PLY", ""), (".glb", "glTF (KHR_gaussian_splatting)", ""), (".spz", "SPZ", ""),
+                  (".splat", "antimatter15 .splat", ""), (".usdc", "OpenUSD", "")]
+
+
+def _with_format(path: str, suffix: str, known) -> str:
+    """The chosen format's extension unless the typed name already ends in a known one."""
+    return path if Path(path).suffix.lower() in known else path + suffix
+
+
 class FUSE4D_OT_export_ply(bpy.types.Operator, ExportHelper):
-    """Export the active splat object (the current timestep of a sequence) to a 3DGS .ply"""
+    """Export the active splat object (the current timestep of a sequence) to a splat file"""
     bl_idname = "fuse4d.export_ply"
     bl_label = "Export Fuse4D 3DGS"
     filename_ext = ".ply"
-    filter_glob: StringProperty(default="*.ply", options={"HIDDEN"})
+    check_extension = None
+    filter_glob: StringProperty(default="*.ply;*.glb;*.spz;*.splat;*.usd;*.usda;*.usdc", options={"HIDDEN"})
+    file_format: EnumProperty(name="Format", items=EXPORT_FORMATS, default=".ply")
+    apply_modifiers: BoolProperty(name="Apply Modifiers", default=True,
+                                  description="Write what the crop/filter (and other) modifiers leave")
+    apply_transform: BoolProperty(name="Apply Transform", default=False,
+                                  description="Move the Gaussians by the object's transform (beyond the "
+                                              "import's axis change)")
 
     @classmethod
     def poll(cls, context):
-        return context.object is not None and "fuse4d_splat" in context.object
+        return _is_active_splat(context)
 
     def execute(self, context):
         obj = context.object
-        importer.export_ply(obj, self.filepath, importer.current_timestep(obj))
+        try:
+            path = _with_format(self.filepath, self.file_format, (".ply", ".glb", ".spz", ".splat", ".usd", ".usda", ".usdc"))
+            importer.export_ply(obj, path, importer.current_timestep(obj), self.apply_modifiers, self.apply_transform)
+        except IMPORT_ERRORS as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class FUSE4D_OT_export_sequence(bpy.types.Operator, ExportHelper):
+    """Export the active 4D splat object's whole sequence: a folder (manifest.json + one PLY per timestep)
+    or one OpenUSD file with time samples"""
+    bl_idname = "fuse4d.export_sequence"
+    bl_label = "Export Fuse4D 4D Sequence"
+    filename_ext = ""
+    check_extension = None
+    filter_glob: StringProperty(default="", options={"HIDDEN"})
+    file_format: EnumProperty(name="Format", items=[("FOLDER", "Folder (manifest + PLYs)", ""),
+                                                    (".usdc", "OpenUSD (time samples)", "")])
+    apply_modifiers: BoolProperty(name="Apply Modifiers", default=True)
+    apply_transform: BoolProperty(name="Apply Transform", default=False)
+
+    @classmethod
+    def poll(cls, context):
+        return _is_active_splat(context)
+
+    def execute(self, context):
+        try:
+            target = self.filepath.rstrip("/\\")
+            if self.file_format != "FOLDER":
+                target = _with_format(target, self.file_format, (".usd", ".usda", ".usdc"))
+            folder = importer.export_sequence(context.object, target, self.apply_modifiers, self.apply_transform)
+        except IMPORT_ERRORS as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"wrote {folder}")
+        return {"FINISHED"}
+
+
+class FUSE4D_OT_add_crop(bpy.types.Operator):
+    """Add a non-destructive crop (box or sphere) and opacity/size filter to the active splat object"""
+    bl_idname = "fuse4d.add_crop"
+    bl_label = "Add Crop / Filter"
+    bl_options = {"REGISTER", "UNDO"}
+    shape: EnumProperty(name="Shape", items=[("BOX", "Box", ""), ("SPHERE", "Sphere", "")])
+    min_opacity: FloatProperty(name="Min Opacity", default=0.0, min=0.0, max=1.0)
+    max_size: FloatProperty(name="Max Size", default=0.0, min=0.0, description="0: no limit")
+
+    @classmethod
+    def poll(cls, context):
+        return _is_active_splat(context)
+
+    def execute(self, context):
+        from .rig import splat_bounds_local
+
+        obj = context.object
+        centre, half = splat_bounds_local(obj)
+        nodes.add_crop(obj, self.shape == "SPHERE", centre, half if self.shape == "BOX" else (max(half),) * 3,
+                       min_opacity=self.min_opacity, max_size=self.max_size)
         return {"FINISHED"}
 
 
@@ -132,18 +239,26 @@ class FUSE4D_OT_create_rig(bpy.types.Operator):
 
     def execute(self, context):
         obj = context.scene.fuse4d.source
-        if obj is None:
-            self.report({"ERROR"}, "pick a splat object first")
+        if not is_splat(obj):
+            self.report({"ERROR"}, "pick a Fuse4D splat object first")
             return {"CANCELLED"}
         create_rig(obj, self.views, self.arc, self.elevation, self.distance)
         return {"FINISHED"}
+
+
+def command_arguments(text: str) -> list[str] | None:
+    """The *Command* preference as arguments, shell-style (quotes, paths with spaces); None = default."""
+    try:
+        return shlex.split(text, posix=os.name != "nt") or None
+    except ValueError as exc:
+        raise ValueError(f"the Command preference cannot be parsed ({exc})") from None
 
 
 def make_backend(context, kind: str):
     prefs = addon_prefs(context)
     if kind == "CLI":
         python = prefs.cli_python if prefs else ""
-        return LocalCLIBackend(bpy.path.abspath(python), (prefs.cli_command if prefs else "").split() or None)
+        return LocalCLIBackend(bpy.path.abspath(python), command_arguments(prefs.cli_command if prefs else ""))
     template = bpy.path.abspath(prefs.comfy_workflow) if prefs and prefs.comfy_workflow else WORKFLOW_TEMPLATE
     workflow, bindings = load_workflow_template(template)
     if prefs and prefs.comfy_bindings.strip():  # preference overrides, key by key
@@ -156,18 +271,19 @@ class FUSE4D_OT_animate(bpy.types.Operator):
     """Render the rig's views, send them to the back end and import the animated result (Esc cancels)"""
     bl_idname = "fuse4d.animate"
     bl_label = "Animate Scene"
+    bl_options = {"REGISTER", "UNDO"}  # one undo step for the whole run, pushed when it finishes
     _timer = None
     _job = None  # AnimateJob (no annotation: Blender reads class annotations as properties)
 
     def invoke(self, context, event):
         s = context.scene.fuse4d
-        if s.source is None:
-            self.report({"ERROR"}, "pick a splat object first")
+        if not is_splat(s.source):
+            self.report({"ERROR"}, "pick a Fuse4D splat object first")
             return {"CANCELLED"}
         try:
             self._job = AnimateJob(s.source, make_backend(context, s.backend), frames=s.frames, fps=s.fps,
                                    prompt=s.prompt, width=s.resolution, height=s.resolution,
-                                   engine=s.engine, samples=s.samples)
+                                   engine=s.engine, samples=s.samples, hide_source=s.hide_source)
         except (ValueError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -203,20 +319,23 @@ class FUSE4D_OT_animate(bpy.types.Operator):
         return {"CANCELLED"}
 
 
-def _is_splat(self, obj):
-    return obj.type == "POINTCLOUD" and "fuse4d_splat" in obj
+def is_splat(obj) -> bool:
+    return obj is not None and obj.type == "POINTCLOUD" and "fuse4d_splat" in obj
 
 
 class Fuse4DSceneSettings(bpy.types.PropertyGroup):
-    source: PointerProperty(name="Splat Object", type=bpy.types.Object, poll=_is_splat)
+    # No poll= here: with one, the bpy 4.2 module crashes at exit; the operators check the object instead.
+    source: PointerProperty(name="Splat Object", type=bpy.types.Object)
     backend: EnumProperty(name="Back End", items=[("CLI", "Local Fuse4D", "Run the local Fuse4D CLI"),
                                                    ("COMFYUI", "ComfyUI", "Queue the workflow on a ComfyUI server")])
     frames: IntProperty(name="Frames", default=8, min=1)
     fps: FloatProperty(name="FPS", default=8.0, min=0.1)
     prompt: StringProperty(name="Prompt", default="")
     resolution: IntProperty(name="View Size", default=256, min=16, max=4096)
-    engine: EnumProperty(name="Renderer", items=[("CYCLES", "Cycles", ""), ("BLENDER_EEVEE_NEXT", "EEVEE", "")])
+    engine: EnumProperty(name="Renderer", items=[("CYCLES", "Cycles", ""), ("EEVEE", "EEVEE", "")])
     samples: IntProperty(name="Samples", default=16, min=1)
+    hide_source: BoolProperty(name="Hide Source", default=True,
+                              description="Hide the captured object under the animated result")
     progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR")
     status: StringProperty(name="Status", default="")
     running: BoolProperty(default=False)
@@ -238,11 +357,19 @@ class FUSE4D_PT_panel(bpy.types.Panel):
             box = col.box()
             box.label(text="Display")
             for name in ("Ellipsoids", "Scale Multiplier", "Viewport Subsample", "Render Subsample"):
-                box.prop(mod, f'["{nodes._input_id(mod.node_group, name)}"]', text=name)
+                box.prop(*nodes.input_ui(mod, name), text=name)
+            if nodes.CROP_MODIFIER in obj.modifiers:
+                crop = obj.modifiers[nodes.CROP_MODIFIER]
+                box = col.box()
+                box.label(text="Crop / Filter (exported as shown)")
+                for name in ("Sphere", "Center", "Size", "Invert", "Min Opacity", "Max Size"):
+                    box.prop(*nodes.input_ui(crop, name), text=name)
+            else:
+                col.operator(FUSE4D_OT_add_crop.bl_idname)
         col.operator(FUSE4D_OT_create_rig.bl_idname)
         if s.source is not None:
             col.label(text=f"Rig: {len(rig_cameras(s.source))} cameras")
-        for prop in ("backend", "frames", "fps", "prompt", "resolution", "engine", "samples"):
+        for prop in ("backend", "frames", "fps", "prompt", "resolution", "engine", "samples", "hide_source"):
             col.prop(s, prop)
         if s.running:
             if hasattr(col, "progress"):
@@ -256,16 +383,17 @@ class FUSE4D_PT_panel(bpy.types.Panel):
 
 
 def menu_import(self, context):
-    self.layout.operator(FUSE4D_OT_import_ply.bl_idname, text="Fuse4D 3DGS (.ply)")
-    self.layout.operator(FUSE4D_OT_import_sequence.bl_idname, text="Fuse4D 4D Sequence (manifest.json)")
+    self.layout.operator(FUSE4D_OT_import_ply.bl_idname, text="Fuse4D 3DGS (.ply/.glb/.spz/.usd)")
+    self.layout.operator(FUSE4D_OT_import_sequence.bl_idname, text="Fuse4D 4D Sequence (folder/.usd)")
 
 
 def menu_export(self, context):
-    self.layout.operator(FUSE4D_OT_export_ply.bl_idname, text="Fuse4D 3DGS (.ply)")
+    self.layout.operator(FUSE4D_OT_export_ply.bl_idname, text="Fuse4D 3DGS (.ply/.glb/.spz/.usd)")
+    self.layout.operator(FUSE4D_OT_export_sequence.bl_idname, text="Fuse4D 4D Sequence (folder/.usd)")
 
 
 CLASSES = (Fuse4DPreferences, Fuse4DSceneSettings, FUSE4D_OT_import_ply, FUSE4D_OT_import_sequence,
-           FUSE4D_OT_export_ply, FUSE4D_OT_create_rig, FUSE4D_OT_animate, FUSE4D_PT_panel)
+           FUSE4D_OT_export_ply, FUSE4D_OT_export_sequence, FUSE4D_OT_add_crop, FUSE4D_OT_create_rig, FUSE4D_OT_animate, FUSE4D_PT_panel)
 
 
 def register() -> None:

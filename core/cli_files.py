@@ -12,7 +12,7 @@ from .io import Sequence4D, SplatArrays
 
 
 def add_info_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", help="a .ply/.splat/.spz file, or a 4D sequence folder / manifest.json")
+    p.add_argument("file", help="a .ply/.splat/.spz/.glb/.gltf/.usd(a|c) file, or a 4D sequence folder / manifest.json")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
@@ -54,12 +54,16 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def add_convert_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="source: .ply/.splat/.spz or a sequence folder")
-    p.add_argument("output", help="target by extension: .ply/.splat/.spz, or a folder for a 4D sequence")
+    p.add_argument("input", help="source: .ply/.splat/.spz/.glb/.gltf/.usd(a|c), a sequence folder or a folder "
+                                 "of numbered PLYs (see --fps)")
+    p.add_argument("output", help="target by extension: .ply/.splat/.spz/.glb (a sequence: one file per timestep), "
+                                  ".usd/.usda/.usdc (a sequence: time samples in one file), or a folder (manifest + PLYs)")
+    p.add_argument("--fps", type=float, default=8.0, help="frame rate of an input folder of numbered PLYs without "
+                                                          "manifest.json (default 8)")
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    written = write_any(args.output, read_any(args.input))
+    written = write_any(args.output, read_any(args.input, fps=args.fps))
     for path in written:
         print(path)
     return 0

@@ -16,7 +16,7 @@ from plyfile import PlyData, PlyElement  # noqa: E402
 
 from conftest import random_arrays  # noqa: E402
 from fuse4d.blender_addon import build  # noqa: E402
-from fuse4d.core.io import Sequence4D, read_ply, write_ply, write_sequence  # noqa: E402
+from fuse4d.core.io import Sequence4D, read_glb, read_ply, write_ply, write_sequence  # noqa: E402
 from conftest_comfy import comfy_server  # noqa: E402,F401 (fixture: the session's real ComfyUI server)
 
 PKG = "fuse4d_blender_under_test"
@@ -126,7 +126,8 @@ def make_sequence(tmp_path, counts=(40, 55, 70, 85), fps=12.5):
 def test_sequence_shows_one_timestep_per_frame(addon, tmp_path):
     frames = make_sequence(tmp_path)
     scene = bpy.context.scene
-    assert bpy.ops.fuse4d.import_sequence(filepath=str(tmp_path / "seq" / "manifest.json"), frame_start=5) == {"FINISHED"}
+    assert bpy.ops.fuse4d.import_sequence(filepath=str(tmp_path / "seq" / "manifest.json"), frame_start=5,
+                                          set_scene=True) == {"FINISHED"}
     obj = bpy.data.objects["seq"]
     assert scene.frame_start == 5 and scene.frame_end == 8
     assert scene.render.fps / scene.render.fps_base == pytest.approx(12.5)
@@ -150,7 +151,9 @@ def psnr(a, b):
     return float(10 * np.log10(1.0 / np.mean((a - b) ** 2)))
 
 
-def test_cycles_render_resembles_core_renderer(addon, tmp_path):
+def test_cycles_render_at_default_settings_resembles_core_renderer(addon, tmp_path):
+    """A factory scene, the splat imported with the default options, rendered as the scene is (only
+    camera, resolution and samples set here): the importer must have set what splats need."""
     torch = pytest.importorskip("torch")
     from fuse4d.core.cameras import orbit_cameras, to_blender
     from fuse4d.core.gaussians import Gaussians
@@ -160,9 +163,11 @@ def test_cycles_render_resembles_core_renderer(addon, tmp_path):
     arrays = sample_scene(0).to_arrays()
     arrays.sh[:, 1:] = 0  # the material shows the view-independent colour
     write_ply(tmp_path / "scene.ply", arrays)
-    for o in list(bpy.data.objects):
-        bpy.data.objects.remove(o)
-    obj = sub("importer").import_ply(tmp_path / "scene.ply")
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    assert scene.cycles.transparent_max_bounces < 256  # the factory default that renders splats black
+    assert bpy.ops.fuse4d.import_ply(filepath=str(tmp_path / "scene.ply")) == {"FINISHED"}
+    assert scene.cycles.transparent_max_bounces == 256 and scene.view_settings.view_transform == "Standard"
     size = 64
     cams = orbit_cameras(1, radius=6.0, elevation_deg=25, width=size, height=size)
     with torch.no_grad():
@@ -171,16 +176,184 @@ def test_cycles_render_resembles_core_renderer(addon, tmp_path):
     data = bpy.data.cameras.new("ref")
     data.lens, data.sensor_width, data.sensor_fit = item["lens"], item["sensor_width"], "HORIZONTAL"
     cam = bpy.data.objects.new("ref", data)
-    bpy.context.scene.collection.objects.link(cam)
+    scene.collection.objects.link(cam)
     from mathutils import Matrix
     cam.matrix_world = Matrix(item["matrix_world"])
-    sub("rig").render_view(bpy.context.scene, cam, tmp_path / "cycles.png", size, size, "CYCLES", 8, only=obj)
+    scene.camera = cam
+    r = scene.render
+    r.engine, r.resolution_x, r.resolution_y, r.resolution_percentage = "CYCLES", size, size, 100
+    r.filepath, r.image_settings.file_format = str(tmp_path / "cycles.png"), "PNG"
+    scene.cycles.samples = 8
+    bpy.ops.render.render(write_still=True)
     img = bpy.data.images.load(str(tmp_path / "cycles.png"))
     px = np.array(img.pixels[:], np.float32).reshape(size, size, 4)[::-1, :, :3]
     assert px.std() > 0.05  # not blank
     # Measured ~24.5 dB (gamma-2.2 decode vs exact sRGB and the facing-ratio falloff explain the gap).
     assert psnr(px, ref) > 18.0
     assert psnr(px, np.zeros_like(ref)) < psnr(px, ref)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+
+
+def test_import_can_leave_the_scene_untouched(addon, tmp_path):
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    before = (scene.cycles.transparent_max_bounces, scene.view_settings.view_transform)
+    inria_plyfile(tmp_path / "a.ply", random_arrays(20, degree=0))
+    assert bpy.ops.fuse4d.import_ply(filepath=str(tmp_path / "a.ply"), adjust_scene=False) == {"FINISHED"}
+    assert (scene.cycles.transparent_max_bounces, scene.view_settings.view_transform) == before
+    obj = bpy.data.objects["a"]
+    assert bpy.context.view_layer.objects.active == obj and obj.select_get()  # ready for Export
+
+
+def test_sequence_retimed_to_the_scene_fps(addon, tmp_path):
+    frames = make_sequence(tmp_path, counts=(10, 20, 30), fps=8.0)
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base, scene.frame_end = 24, 1.0, 250
+    obj = sub("importer").import_sequence(tmp_path / "seq", name="retimed", frame_start=1)
+    assert (scene.render.fps, scene.render.fps_base, scene.frame_end) == (24, 1.0, 250)  # scene untouched
+    for frame, t in {1: 0, 3: 0, 4: 1, 6: 1, 7: 2, 9: 2, 40: 2}.items():  # 3 scene frames per timestep
+        scene.frame_set(frame)
+        assert len(evaluated_points(obj)) == len(frames[t]), f"frame {frame}"
+    bpy.data.objects.remove(obj)
+    unretimed = sub("importer").import_sequence(tmp_path / "seq", name="per_frame", retime=False)
+    scene.frame_set(3)
+    assert len(evaluated_points(unretimed)) == len(frames[2])
+    bpy.data.objects.remove(unretimed)
+
+
+def test_interpolation_between_corresponding_timesteps(addon, tmp_path):
+    base = random_arrays(40, degree=0, seed=3)
+    frames = []
+    for t in range(3):
+        f = base.subset(slice(None))
+        f.means = base.means + np.float32(t)
+        f.log_scales = base.log_scales + np.float32(0.5 * t)
+        f.quats = base.quats if t != 1 else -base.quats * 2  # same rotation, other sign and norm
+        frames.append(f)
+    write_sequence(tmp_path / "corr", Sequence4D(frames=frames, fps=24.0, corresponding=True))
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 24, 1.0
+    obj = sub("importer").import_sequence(tmp_path / "corr", name="blend", frame_start=1, interpolate=True)
+    for frame, t in ((1, 0.0), (2, 1.0), (1.5, 0.5), (2.25, 1.25), (3, 2.0), (7, 2.0)):
+        scene.frame_set(int(frame), subframe=frame - int(frame))
+        np.testing.assert_allclose(evaluated_points(obj), base.means + np.float32(t), atol=1e-5, err_msg=f"frame {frame}")
+    disp = obj.modifiers["Fuse4D Splats"]
+    disp.show_viewport = False
+    scene.frame_set(1, subframe=0.5)
+    pc = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
+    np.testing.assert_allclose(attribute(pc, "scale", 3), base.log_scales + 0.25, atol=1e-5)
+    rot = attribute(pc, "rot", 4)
+    unit = base.quats / np.linalg.norm(base.quats, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.abs(np.sum(rot / np.linalg.norm(rot, axis=1, keepdims=True) * unit, 1)), 1, atol=1e-4)
+    disp.show_viewport = True
+    bpy.data.objects.remove(obj)
+    make_sequence(tmp_path, counts=(5, 6))
+    with pytest.raises(ValueError, match="corresponding"):
+        sub("importer").import_sequence(tmp_path / "seq", interpolate=True)
+
+
+def test_folder_of_numbered_plys_without_manifest(addon, tmp_path):
+    frames = [random_arrays(n, degree=0, seed=n) for n in (11, 12, 13)]
+    for t, f in enumerate(frames):
+        write_ply(tmp_path / "plys" / f"capture_{t + 1}.ply", f)
+    assert bpy.ops.fuse4d.import_sequence(filepath=str(tmp_path / "plys" / "capture_2.ply"), fps=6.0,
+                                          set_scene=True) == {"FINISHED"}
+    obj = bpy.data.objects["plys"]
+    assert obj["fuse4d_timesteps"] == 3 and obj["fuse4d_fps"] == 6.0
+    scene = bpy.context.scene
+    scene.frame_set(2)
+    np.testing.assert_array_equal(evaluated_points(obj), frames[1].means)
+    bpy.data.objects.remove(obj)
+
+
+def test_failed_import_leaves_nothing_behind(addon, tmp_path):
+    make_sequence(tmp_path, counts=(5, 6))
+    kinds = ("objects", "pointclouds", "meshes", "node_groups", "actions")
+    before = {k: len(getattr(bpy.data, k)) for k in kinds}
+    seq = sub("splatio").read_sequence(tmp_path / "seq")
+    with pytest.raises(ValueError, match="mode"):  # fails after the object and its keys were made
+        sub("importer").sequence_object(seq, "half", mode="SIDEWAYS")
+    assert {k: len(getattr(bpy.data, k)) for k in kinds} == before
+    (tmp_path / "bad.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 9\nend_header\n")
+    with pytest.raises(RuntimeError, match="bad.ply"):  # the operator's one-line ERROR report
+        bpy.ops.fuse4d.import_ply(filepath=str(tmp_path / "bad.ply"))
+    assert {k: len(getattr(bpy.data, k)) for k in kinds} == before
+
+
+def test_crop_filter_and_export_with_modifiers_and_transform(addon, tmp_path):
+    a = random_arrays(2000, degree=1, seed=8)
+    a.means[:] = np.random.default_rng(0).uniform(-1, 1, (2000, 3))
+    inria_plyfile(tmp_path / "crop.ply", a)
+    obj = sub("importer").import_ply(tmp_path / "crop.ply", name="crop")
+    nodes = sub("nodes")
+    nodes.add_crop(obj, sphere=False, center=(0, 0, 0), size=(0.5, 1.0, 1.0), min_opacity=0.3)
+    keep = (np.abs(a.means[:, 0]) <= 0.5) & (1 / (1 + np.exp(-a.opacity_logits)) >= 0.3)
+    assert 0 < keep.sum() < 2000
+    assert [m.name for m in obj.modifiers] == ["Fuse4D Crop", "Fuse4D Splats"]
+    with bpy.context.temp_override(object=obj, active_object=obj):
+        assert bpy.ops.fuse4d.export_ply(filepath=str(tmp_path / "cropped.ply")) == {"FINISHED"}
+    back = read_ply(tmp_path / "cropped.ply")
+    order = np.lexsort(back.means.T)
+    want = a.subset(keep)
+    np.testing.assert_array_equal(back.means[order], want.means[np.lexsort(want.means.T)])
+    # Sphere, inverted: the outside of a radius-0.6 ball.
+    nodes.add_crop(obj, sphere=True, size=(0.6, 0, 0), invert=True)
+    assert len(sub("importer").evaluated_splats(obj)) == int((np.linalg.norm(a.means, axis=1) > 0.6).sum())
+    # Apply Transform: the object moved by the user (on top of the import's axis change).
+    obj.modifiers.remove(obj.modifiers["Fuse4D Crop"])
+    obj.location = (1.0, 2.0, 3.0)
+    obj.rotation_euler[2] += 0.5
+    obj.scale = (2.0, 2.0, 2.0)
+    bpy.context.view_layer.update()
+    sub("importer").export_ply(obj, tmp_path / "moved.ply", apply_transform=True)
+    moved = read_ply(tmp_path / "moved.ply")
+    convert = sub("convert")
+    world = convert.OPENCV_TO_BLENDER @ np.c_[moved.means, np.ones(len(moved))].T  # back into Blender's world
+    np.testing.assert_allclose(world[:3].T, (np.array(obj.matrix_world) @ np.c_[a.means, np.ones(2000)].T)[:3].T,
+                               atol=1e-4)
+    np.testing.assert_allclose(moved.log_scales, a.log_scales + np.log(2.0), atol=1e-5)
+    obj.scale = (1.0, 2.0, 1.0)
+    bpy.context.view_layer.update()
+    with pytest.raises(ValueError, match="not uniform"):
+        sub("importer").export_ply(obj, tmp_path / "skew.ply", apply_transform=True)
+    assert not (tmp_path / "skew.ply").exists()
+    bpy.data.objects.remove(obj)
+
+
+def test_usd_and_gltf_export_and_import(addon, tmp_path):
+    pytest.importorskip("pxr", reason="usd-core is not installed")
+    from pxr import Usd
+
+    frames = make_sequence(tmp_path, counts=(15, 25), fps=10.0)
+    obj = sub("importer").import_sequence(tmp_path / "seq", name="anim")
+    with bpy.context.temp_override(object=obj, active_object=obj):
+        assert bpy.ops.fuse4d.export_sequence(filepath=str(tmp_path / "anim"), file_format=".usdc") == {"FINISHED"}
+    stage = Usd.Stage.Open(str(tmp_path / "anim.usdc"))  # read back with OpenUSD itself
+    attr = stage.GetDefaultPrim().GetAttribute("positions") or stage.GetDefaultPrim().GetAttribute("points")
+    assert attr.GetTimeSamples() == [0.0, 1.0] and stage.GetTimeCodesPerSecond() == 10.0
+    assert bpy.ops.fuse4d.import_sequence(filepath=str(tmp_path / "anim.usdc"), set_scene=True) == {"FINISHED"}
+    back = bpy.data.objects["anim.001"] if "anim.001" in bpy.data.objects else bpy.context.view_layer.objects.active
+    assert back["fuse4d_timesteps"] == 2 and back["fuse4d_fps"] == 10.0
+    bpy.context.scene.frame_set(bpy.context.scene.frame_start + 1)
+    np.testing.assert_array_equal(evaluated_points(back), frames[1].means)
+    with bpy.context.temp_override(object=back, active_object=back):
+        assert bpy.ops.fuse4d.export_ply(filepath=str(tmp_path / "t1"), file_format=".glb") == {"FINISHED"}
+    np.testing.assert_array_equal(read_glb(tmp_path / "t1.glb").means, frames[1].means)
+    for o in (obj, back):
+        bpy.data.objects.remove(o)
+
+
+def test_whole_sequence_export(addon, tmp_path):
+    frames = make_sequence(tmp_path, counts=(30, 40, 50), fps=12.5)
+    obj = sub("importer").import_sequence(tmp_path / "seq", name="whole")
+    sub("nodes").add_crop(obj, size=(0.8, 1e4, 1e4))
+    with bpy.context.temp_override(object=obj, active_object=obj):
+        assert bpy.ops.fuse4d.export_sequence(filepath=str(tmp_path / "out")) == {"FINISHED"}
+    back = sub("splatio").read_sequence(tmp_path / "out")
+    assert back.fps == 12.5 and len(back) == 3
+    for got, want in zip(back.frames, frames):
+        assert len(got) == int((np.abs(want.means[:, 0]) <= 0.8).sum())
+    bpy.data.objects.remove(obj)
 
 
 FAKE_BACKEND = textwrap.dedent('''
@@ -302,6 +475,41 @@ def test_failing_backend_reports_and_changes_nothing(captured, tmp_path):
                                     tmp_path / "job", width=16, height=16, samples=1)
     assert run_job(job) == "FAILED" and "no model weights" in job.message
     assert scene_snapshot() == before
+
+
+def test_backend_checked_before_any_view_is_rendered(captured, tmp_path):
+    obj, a, script = captured
+    before = scene_snapshot()
+    missing = sub("backends").LocalCLIBackend(str(tmp_path / "no" / "python"))
+    job = sub("animate").AnimateJob(obj, missing, tmp_path / "job", width=16, height=16, samples=1)
+    assert job.step() == "FAILED" and "not found" in job.message
+    assert not (tmp_path / "job" / "views").exists() and scene_snapshot() == before
+    no_module = sub("backends").LocalCLIBackend(sys.executable, ["-m", "fuse4d_no_such_module"])
+    job = sub("animate").AnimateJob(obj, no_module, tmp_path / "job2", width=16, height=16, samples=1)
+    assert job.step() == "FAILED" and "no module 'fuse4d_no_such_module'" in job.message
+    unreachable = sub("backends").ComfyUIBackend("http://127.0.0.1:9", {}, sub("backends").ComfyBindings.from_dict(
+        {"output_node": "1"}), timeout=2)
+    job = sub("animate").AnimateJob(obj, unreachable, tmp_path / "job3", width=16, height=16, samples=1)
+    assert job.step() == "FAILED" and "not reachable" in job.message
+    assert scene_snapshot() == before
+
+
+def test_animate_hides_the_source_under_the_result(captured, tmp_path):
+    obj, a, script = captured
+    backend = sub("backends").LocalCLIBackend(sys.executable, [str(script)])
+    job = sub("animate").AnimateJob(obj, backend, tmp_path / "job", frames=2, width=16, height=16, samples=1,
+                                    hide_source=True)
+    assert run_job(job) == "DONE", job.message
+    assert obj.hide_get() and obj.hide_render and not job.result.hide_get()
+
+
+def test_command_preference_is_shell_parsed(addon):
+    ui = sub("ui")
+    assert ui.command_arguments('-m fuse4d animate-scene --recon "/models/my recon.safetensors"') == [
+        "-m", "fuse4d", "animate-scene", "--recon", "/models/my recon.safetensors"]
+    assert ui.command_arguments("  ") is None
+    with pytest.raises(ValueError, match="Command preference"):
+        ui.command_arguments('-m fuse4d "unclosed')
 
 
 def test_backends_from_preferences(addon):

@@ -55,6 +55,8 @@ class FakeComfy(BaseHTTPRequestHandler):
             body = {"p1": {"status": {"status_str": "success", "completed": True},
                            "outputs": {"18": {"splats": files}}}} if done else {}
             self._send(json.dumps(body).encode())
+        elif url.path == "/object_info":
+            self._send(json.dumps(s.get("object_info", {})).encode())
         elif url.path == "/view":
             name = parse_qs(url.query)["filename"][0]
             self._send((s["dir"] / name).read_bytes(), "application/octet-stream")
@@ -125,6 +127,24 @@ def test_comfy_backend_uploads_views_to_image_nodes_and_cancels(comfy, tmp_path)
     backend.cancel()
     assert backend.poll().state == "cancelled" and state.get("cancelled")
     assert not (job / backends.RESULT_DIR).exists()
+
+
+def test_comfy_check_before_queueing(comfy):
+    url, state = comfy
+    wf = {"1": {"class_type": "Fuse4DLoadSplat", "inputs": {}},
+          "2": {"class_type": "Fuse4DLoader", "inputs": {"model": "wan.safetensors", "text": "free text"}}}
+    backend = backends.ComfyUIBackend(url, wf, backends.ComfyBindings.from_dict({"output_node": "1"}))
+    state["object_info"] = {"Fuse4DLoadSplat": {"input": {}}}
+    with pytest.raises(ValueError, match="lacks the nodes Fuse4DLoader"):
+        backend.check()
+    state["object_info"]["Fuse4DLoader"] = {"input": {"required": {"model": [["tiny.safetensors"]],
+                                                                   "text": ["STRING", {}]}}}
+    with pytest.raises(ValueError, match="model='wan.safetensors'"):
+        backend.check()
+    state["object_info"]["Fuse4DLoader"]["input"]["required"]["model"][0].append("wan.safetensors")
+    backend.check()  # everything present
+    with pytest.raises(ValueError, match="not reachable"):
+        backends.ComfyUIBackend("http://127.0.0.1:9", wf, backend.bindings, timeout=2).check()
 
 
 def test_bind_workflow_rejects_unknown_nodes_and_too_few_image_slots():

@@ -204,6 +204,30 @@ def _camera_problem(camera: object) -> str | None:
     return None
 
 
+def numbered_plys(folder: str | os.PathLike) -> list[Path]:
+    """The .ply files of a folder in the order of the last number in their names (frame_2 < frame_10)."""
+    folder = Path(folder)
+    plys = [p for p in folder.glob("*.ply") if not p.name.startswith(".")]
+    numbered = [(int(m[-1]), p.name, p) for p in plys if (m := re.findall(r"\d+", p.stem))]
+    if len(numbered) != len(plys):
+        unnumbered = sorted(p.name for p in plys if not re.search(r"\d", p.stem))
+        raise SplatFormatError(folder, f"{unnumbered[0]} has no frame number in its name")
+    return [p for _, _, p in sorted(numbered)]
+
+
+def read_ply_folder(folder: str | os.PathLike, fps: float = 8.0) -> Sequence4D:
+    """A folder of numbered PLYs without a manifest, one timestep each (fps given by the caller)."""
+    folder = Path(folder)
+    if not math.isfinite(fps) or fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    plys = numbered_plys(folder)
+    if not plys:
+        raise SplatFormatError(folder, f"neither a {MANIFEST} nor numbered .ply files")
+    frames = [read_ply(p) for p in plys]
+    # Equal counts do not prove that Gaussian i is the same particle: corresponding stays False.
+    return Sequence4D(frames=frames, fps=float(fps))
+
+
 def read_sequence(folder: str | os.PathLike) -> Sequence4D:
     folder = Path(folder)
     manifest = read_manifest(folder)
