@@ -127,9 +127,12 @@ def test_shipped_completion_model_reproduces_its_record():
     for method, recorded in record["check"]["scores"].items():
         for key in ("psnr", "psnr_moving"):
             assert scores[method][key] == pytest.approx(recorded[key], abs=0.05), (method, key)
-    assert scores["completion"]["psnr"] > scores["time-only"]["psnr"]
+    # where things move, the fused model (view 0's video reaches the other views) beats the control that
+    # samples each view alone, and the static copy; over all pixels the gap to the control is within noise
+    # on two scenes (the record's 12-scene means: docs/results.md)
     assert scores["completion"]["psnr_moving"] > scores["time-only"]["psnr_moving"]
     assert scores["completion"]["psnr_moving"] > scores["static"]["psnr_moving"]
+    assert scores["completion"]["psnr"] > scores["frozen-time"]["psnr"]
 
 
 def test_position_channels_tell_where_a_token_sits():
