@@ -34,9 +34,13 @@ def parameter_group(name: str) -> str:
 
 
 def replace_camera_tokens(tokens: torch.Tensor) -> torch.Tensor:
-    """tokens [B, T, V, P, C]: every view's camera token (index 0) at every t := its token at t = 0."""
-    cam = tokens[:, :1, :, :1].expand(-1, tokens.shape[1], -1, -1, -1)
-    return torch.cat([cam, tokens[:, :, :, 1:]], dim=3)
+    """tokens [B, T, V, P, C]: every view's camera token (index 0) at every t := its token at t = 0.
+    In place (no copy of the layer) unless autograd needs the input; returns the result."""
+    if tokens.requires_grad and torch.is_grad_enabled():
+        cam = tokens[:, :1, :, :1].expand(-1, tokens.shape[1], -1, -1, -1)
+        return torch.cat([cam, tokens[:, :, :, 1:]], dim=3)
+    tokens[:, 1:, :, 0] = tokens[:, :1, :, 0]
+    return tokens
 
 
 class VGGT4D(nn.Module):
@@ -65,9 +69,11 @@ class VGGT4D(nn.Module):
 
     # ------------------------------------------------------------------------------------
     def _autocast(self, device: torch.device):
-        if device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """bf16 on Ampere and newer, fp16 before (bf16 there has no tensor cores and no fused attention)."""
+        from ..precision import half_dtype
+
+        dtype = half_dtype(device)
+        return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
     def encode(self, images: torch.Tensor) -> list[torch.Tensor | None]:
         """images [B, V, T, 3, H, W] in [0, 1] -> the aggregator layers the heads read, each
