@@ -87,6 +87,26 @@ def test_bf16_autocast_and_checkpointing_train_like_fp32(tmp_path, monkeypatch):
     torch.testing.assert_close(torch.tensor(bf16["losses"]), torch.tensor(fp32["losses"]), rtol=1e-2, atol=0)
 
 
+def test_text_encoder_loads_once_and_each_prompt_encodes_once(monkeypatch):
+    from fuse4d.core.wan import pipeline, trainer
+
+    made, encoded = [], []
+
+    class FakeEncoder:
+        def __init__(self, path, device="cpu"):
+            made.append((path, device))
+
+        def __call__(self, prompt):
+            encoded.append(prompt)
+            return torch.full((3, 16), float(len(prompt)))
+
+    monkeypatch.setattr(pipeline, "PromptEncoder", FakeEncoder)
+    states = trainer._TextStates(trainer.TrainVideoConfig(text_encoder="umt5"), 16, torch.device("cpu"))
+    for prompt in ("a cat", "a dog jumps", "a cat", "a dog jumps", "a cat"):
+        assert float(states({"prompt": prompt})[0, 0]) == len(prompt)
+    assert made == [("umt5", torch.device("cpu"))] and encoded == ["a cat", "a dog jumps"]
+
+
 # ----------------------------------------------------------------------------- weights in their dtype
 
 def test_mixed_dtype_file_loads_in_its_stored_dtypes(tmp_path):

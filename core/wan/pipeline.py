@@ -58,7 +58,7 @@ class PromptEncoder:
         self.device, self.max_length = torch.device(device), max_length
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or text_encoder_path)
         dtype = half_dtype(self.device)
-        kwargs = {"torch_dtype": dtype} if dtype is not None else {}
+        kwargs = {"dtype": dtype} if dtype is not None else {}
         self.encoder = UMT5EncoderModel.from_pretrained(text_encoder_path, **kwargs).to(self.device).eval()
 
     def __call__(self, prompt: str) -> torch.Tensor:
