@@ -4,7 +4,8 @@ paper's Gaussian head, camera token replacement and temporal attention layers.
 
 Public entry points (ComfyUI nodes, demo, CLI): `load_reconstructor`, `reconstruct_grid`,
 `write_tiny_reconstructor`; see docs/reconstruction.md."""
-from .api import inference_memory, load_reconstructor, reconstruct_grid, save_reconstructor, write_tiny_reconstructor
+from .api import (inference_memory, load_reconstructor, reconstruct_grid, save_reconstructor,
+                  write_tiny_reconstructor)
 from .config import VGGTConfig, full, preset, tiny
 from .gaussian_head import pixel_gaussians
 from .model import VGGT4D, parameter_group, replace_camera_tokens

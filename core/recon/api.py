@@ -79,7 +79,7 @@ def inference_memory(model: torch.nn.Module, views: int, timesteps: int, height:
     frames = views * timesteps
     tokens = frames * (1 + cfg.num_register_tokens + (H // cfg.patch_size) * (W // cfg.patch_size))
     c = cfg.embed_dim
-    kept = len(cfg.kept_layers()) * tokens * 2 * c * (2 + 4)
+    kept = len(cfg.kept_layers()) * tokens * 2 * c * 2  # kept in half precision
     running = tokens * c * 30                  # residual stream (fp32) + qkv and MLP hidden (half)
     chunk = min(views, cfg.dpt_frames_chunk or views)
     heads = chunk * H * W * (cfg.dpt_features // 2) * 4 * 3  # full-resolution maps of the DPT's last stage

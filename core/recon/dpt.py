@@ -121,7 +121,7 @@ class DPTHead(nn.Module):
         step = self.frames_chunk or n
         outs = []
         for a in range(0, n, step):
-            feats = [tokens[i][a:a + step, patch_start:] for i in self.layers]
+            feats = [tokens[i][a:a + step, patch_start:].float() for i in self.layers]  # fp32 per chunk
             outs.append(self._chunk(feats, H, W).permute(0, 2, 3, 1))
         return torch.cat(outs, dim=0)
 

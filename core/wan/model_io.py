@@ -59,7 +59,8 @@ def save_video_model(folder: str | os.PathLike, model: torch.nn.Module, config: 
     os.replace(tmp, os.path.join(folder, "config.json"))
 
 
-def load_video_model(folder: str | os.PathLike, device: torch.device | str = "cpu", dtype: torch.dtype | str | None = "auto"):
+def load_video_model(folder: str | os.PathLike, device: torch.device | str = "cpu",
+                     dtype: torch.dtype | str | None = "auto"):
     """(model, VideoModelConfig) from a folder written by `save_video_model` (or the trainer).
 
     `dtype`: "auto" samples in bf16 on CUDA (fp16 before Ampere) and keeps the stored dtype on the CPU;

@@ -343,7 +343,7 @@ def _train(cfg: TrainVideoConfig) -> dict:
     torch.manual_seed(cfg.seed + rank)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     # noise on the device (the CPU keeps the one stream it always had)
-    noise_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(cfg.seed * 1000 + rank)
+    noise_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank)
     half = autocast_dtype(cfg, device)
     checkpointing = device.type == "cuda" if cfg.checkpointing is None else bool(cfg.checkpointing)
     wan = cfg.model.wan
