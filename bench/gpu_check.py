@@ -257,13 +257,13 @@ def train_section(s: Setup, rows: list) -> None:
 
     sec = "train"
     group = False
-    if s.device.type == "cuda" and not torch.distributed.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29533")
-        torch.distributed.init_process_group("nccl", rank=0, world_size=1, device_id=s.device)
-        group = True
     try:
         with tempfile.TemporaryDirectory() as out:
+            if not torch.distributed.is_initialized():  # FSDP2 in a process group of one
+                cuda = s.device.type == "cuda"
+                torch.distributed.init_process_group("nccl" if cuda else "gloo", init_method=f"file://{out}/group",
+                                                     rank=0, world_size=1, device_id=s.device if cuda else None)
+                group = True
             cfg = smoke_config(out=out, steps=2 if s.dry else 20)
             if not s.dry:  # 4 views x 8 frames at 64x64, 128-dim heads (the kernels' real head size)
                 wan = WanConfig(dim=512, num_layers=4, num_heads=4, ffn_dim=1024, in_dim=12, out_dim=12,

@@ -87,6 +87,28 @@ def test_bf16_autocast_and_checkpointing_train_like_fp32(tmp_path, monkeypatch):
     torch.testing.assert_close(torch.tensor(bf16["losses"]), torch.tensor(fp32["losses"]), rtol=1e-2, atol=0)
 
 
+def test_fsdp2_mixed_precision_in_a_group_of_one(tmp_path):
+    """FSDP2 with the bf16 policy (gloo, world size 1: the code path of a multi-GPU run) trains like
+    autocast alone and exports a loadable model."""
+    from fuse4d.core.wan.model_io import load_video_model
+    from fuse4d.core.wan.trainer import smoke_config, train_video
+
+    def run(name, dist):
+        cfg = replace(smoke_config(out=str(tmp_path / name), steps=3), progress=False, precision="bf16",
+                      checkpointing=True, dist=dist)
+        return train_video(cfg)
+
+    plain = run("plain", "ddp")
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
+    try:
+        sharded = run("fsdp2", "fsdp2")
+    finally:
+        torch.distributed.destroy_process_group()
+    torch.testing.assert_close(torch.tensor(sharded["losses"]), torch.tensor(plain["losses"]), rtol=1e-2, atol=0)
+    model, _ = load_video_model(sharded["model_dir"])
+    assert next(model.parameters()).dtype == torch.float32
+
+
 def test_text_encoder_loads_once_and_each_prompt_encodes_once(monkeypatch):
     from fuse4d.core.wan import pipeline, trainer
 

@@ -169,8 +169,10 @@ def _wrap(model: torch.nn.Module, cfg: TrainVideoConfig, world: int, device: tor
     if cfg.dist == "fsdp2":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        # compute in bf16, reduce gradients in fp32; sharded master weights stay fp32
-        policy = MixedPrecisionPolicy(param_dtype=half, reduce_dtype=torch.float32) if half else MixedPrecisionPolicy()
+        # gather parameters in bf16 and reduce gradients in fp32 (sharded master weights stay fp32); inputs
+        # are left alone: autocast does the compute casts, and the timesteps and RoPE tables stay fp32
+        policy = (MixedPrecisionPolicy(param_dtype=half, reduce_dtype=torch.float32, cast_forward_inputs=False)
+                  if half else MixedPrecisionPolicy())
         for block in model.blocks:
             fully_shard(block, mp_policy=policy)
         fully_shard(model, mp_policy=policy)
