@@ -243,6 +243,7 @@ def test_block_mask_memory_grows_with_blocks_squared():
     """N = 16k and 64k tokens: the BlockMask holds O((N/128)^2) indices and building it never comes near
     the dense N x N mask (2.8 GB peak at 16k with create_block_mask over token pairs)."""
     from fuse4d.core.attention import flex
+    flex.view_time_block_mask(2, 2, 8, "cpu")  # imports FlexAttention's modules outside the measurement
     sizes, peaks = {}, {}
     for views, frames in ((4, 8), (8, 16)):  # 512 tokens per frame: N = 16384 and 65536
         n = views * frames * 512
