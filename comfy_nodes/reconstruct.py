@@ -79,8 +79,11 @@ class ReconstructorHandle:
             model, load_device=comfy.model_management.get_torch_device(),
             offload_device=comfy.model_management.unet_offload_device())
 
-    def load(self) -> torch.nn.Module:
-        comfy.model_management.load_models_gpu([self.patcher])
+    def load(self, memory_required: int = 0) -> torch.nn.Module:
+        """On the GPU in full (a partial load would leave the camera tokens and normalisation buffers on
+        the CPU), with room freed for `memory_required` bytes of activations."""
+        comfy.model_management.load_models_gpu([self.patcher], memory_required=memory_required,
+                                               force_full_load=True)
         return self.patcher.model
 
 
@@ -150,9 +153,10 @@ class Reconstruct4DGaussians(io.ComfyNode):
             raise ValueError(f"{len(cameras)} known cameras for {v} views; give one camera per view")
         t = count // v
         cube = images[..., :3].reshape(v, t, *images.shape[1:3], 3).permute(0, 1, 4, 2, 3).contiguous()
-        model = reconstructor.load()
+        api = _recon_api()
+        model = reconstructor.load(api.inference_memory(reconstructor.patcher.model, v, t, *images.shape[1:3]))
         steps = Steps(t)
-        frames, predicted = _recon_api().reconstruct_grid(model, cube, progress=_progress(steps))
+        frames, predicted = api.reconstruct_grid(model, cube, progress=_progress(steps))
         frames = [g.detach().to("cpu") for g in frames]
         predicted = predicted.to("cpu")
         extra = {"reconstructor": reconstructor.name}

@@ -82,13 +82,19 @@ def make_attention_override(previous):
     return fused_override
 
 
-def fused_rope(diffusion_model, views: int, frames: int, t_max: int, h_tokens: int, w_tokens: int,
-               device, dtype) -> torch.Tensor:
-    """RoPE frequencies for tokens at (v*T_max + t, y, x), same format as WanModel.rope_encode."""
+def fused_rope_ids(views: int, frames: int, t_max: int, h_tokens: int, w_tokens: int, device) -> torch.Tensor:
+    """[1, N, 3] fp32 positions (v*T_max + t, y, x): exact integers up to 2^24 (in the model's bf16 they
+    would collapse past 256, e.g. 4 views x T_max 84 = 336 slots onto 297 values)."""
     from ..core.attention import fused_positions
 
-    ids = fused_positions(views, frames, h_tokens, w_tokens, t_max).to(device=device, dtype=dtype)
-    return diffusion_model.rope_embedder(ids[None]).movedim(1, 2)
+    return fused_positions(views, frames, h_tokens, w_tokens, t_max).to(device=device, dtype=torch.float32)[None]
+
+
+def fused_rope(diffusion_model, views: int, frames: int, t_max: int, h_tokens: int, w_tokens: int,
+               device) -> torch.Tensor:
+    """RoPE frequencies for tokens at (v*T_max + t, y, x), same format as WanModel.rope_encode."""
+    ids = fused_rope_ids(views, frames, t_max, h_tokens, w_tokens, device)
+    return diffusion_model.rope_embedder(ids).movedim(1, 2)
 
 
 def make_layout_wrapper(views: int, t_max: int, backend: str):
@@ -116,8 +122,8 @@ def make_layout_wrapper(views: int, t_max: int, backend: str):
             raise ValueError(f"Fuse4D: T_max={t_max} is smaller than the {frames} latent frames per view")
         state = {"views": views, "frames": frames // pt, "tokens": length // pt * h_tok * w_tok,
                  "backend": backend, "pe": None}
-        if tmax != frames and views > 1:
-            state["pe"] = fused_rope(dm, views, frames, tmax, h_tok, w_tok, x.device, x.dtype)
+        if views > 1:  # our fp32 positions even when T_max = T (ComfyUI builds them in the latent's dtype)
+            state["pe"] = fused_rope(dm, views, frames, tmax, h_tok, w_tok, x.device)
         options = dict(options)
         options[STATE_KEY] = state
         if len(args) >= 6:

@@ -197,3 +197,114 @@ def test_fused_positions():
     assert fused_positions(1, 4, 2, 2, 4)[:, 0].unique().tolist() == [0, 1, 2, 3]  # V=1: the plain video
     with pytest.raises(ValueError, match="t_max"):
         fused_positions(2, 7, 2, 2, 6)
+
+
+# --- CUDA paths, checked on the CPU: block mask at block level, kernel fallbacks ---------------------------
+
+def _dense_blocks(views, frames, s, length):
+    """Block reduction of the token mask (any / all allowed per 128 x 128 tile), padding allowed nowhere."""
+    from fuse4d.core.attention.flex import BLOCK
+    n = views * frames * s
+    mask = torch.zeros(length, length, dtype=torch.bool)
+    mask[:n, :n] = view_time_mask(views, frames, s)
+    nb = -(-length // BLOCK)
+    tiles = F.pad(mask, (0, nb * BLOCK - length, 0, nb * BLOCK - length)).view(nb, BLOCK, nb, BLOCK)
+    return tiles.any(3).any(1), tiles.all(3).all(1)
+
+
+@pytest.mark.parametrize("layout", [(3, 4, 36), (2, 5, 128), (4, 2, 300), (5, 3, 7)])
+def test_block_mask_from_layout_equals_dense_reduction(layout):
+    from fuse4d.core.attention.flex import BLOCK, frame_blocks
+    views, frames, s = layout
+    n = views * frames * s
+    for length in (n, -(-n // BLOCK) * BLOCK):
+        got = frame_blocks(views, frames, s, length)
+        want = _dense_blocks(views, frames, s, length)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1] & got[1])
+        # "full" only where every pair is allowed (padding never full); everything allowed is covered
+        assert not (got[1] & ~want[1]).any() and torch.equal(got[0], want[0])
+
+
+def _peak_rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def test_block_mask_memory_grows_with_blocks_squared():
+    """N = 16k and 64k tokens: the BlockMask holds O((N/128)^2) indices and building it never comes near
+    the dense N x N mask (2.8 GB peak at 16k with create_block_mask over token pairs)."""
+    from fuse4d.core.attention import flex
+    flex.view_time_block_mask(2, 2, 8, "cpu")  # imports FlexAttention's modules outside the measurement
+    sizes, peaks = {}, {}
+    for views, frames in ((4, 8), (8, 16)):  # 512 tokens per frame: N = 16384 and 65536
+        n = views * frames * 512
+        measured = _reset_peak_rss()
+        before = _peak_rss_kb()
+        mask = flex.view_time_block_mask(views, frames, 512, "cpu")
+        peaks[n] = (_peak_rss_kb() - before) * 1024 if measured else None
+        sizes[n] = flex.block_mask_bytes(mask)
+        assert mask.shape[-2:] == (n, n)
+    ratio = sizes[65536] / sizes[16384]
+    assert 14 <= ratio <= 17, f"BlockMask bytes {sizes}: expected ~(64k/16k)^2 = 16x"
+    assert sizes[65536] < 8 * 2 ** 20
+    for n, peak in peaks.items():
+        if peak is not None:  # Linux: the process's peak RSS, reset before each build
+            assert peak < 64 * 2 ** 20, f"building the block mask at N={n} raised peak memory by {peak / 2**20:.0f} MiB"
+
+
+def test_block_mask_cache_is_bounded_and_reused():
+    from fuse4d.core.attention import flex
+    first = flex.view_time_block_mask(2, 3, 40, "cpu")
+    assert flex.view_time_block_mask(2, 3, 40, "cpu") is first
+    for s in range(1, flex.CACHE_SIZE + 3):
+        flex.view_time_block_mask(2, 2, s, "cpu")
+    assert len(flex._MASKS) == flex.CACHE_SIZE
+
+
+def test_auto_falls_back_to_merge_when_flex_fails(monkeypatch, caplog):
+    import fuse4d.core.attention as attn
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("backend compiler failed: no working C compiler\nmore lines")
+
+    monkeypatch.setattr(attn, "flex_attention_view_time", broken)
+    monkeypatch.setattr(attn, "_FLEX_FAILED", {})
+    q, k, v = make_qkv(1, 2, 2, 3, 2, 2, 8)
+    with caplog.at_level("WARNING"):
+        out = attn._flex_or_merge(q, k, v, 2, 3, None)
+    assert rel(out, reference_attention(q, k, v, 2, 3)) <= TOL
+    assert "no working C compiler" in caplog.text and "merge" in caplog.text
+    assert attn._FLEX_FAILED == {"cpu": "backend compiler failed: no working C compiler"}
+
+
+def test_cuda_kernel_failure_falls_back_to_math(caplog):
+    """The CUDA flash / efficient ops do not run on CPU tensors: the call logs once and the math kernel answers."""
+    from fuse4d.core.attention import kernels
+    q, k, v = make_qkv(1, 2, 2, 2, 2, 2, 8, grad=False)
+    ref_out, ref_lse = kernels.attention_with_lse(q, k, v, 0.3, "math")
+    for name in kernels.CUDA_KERNELS:
+        with caplog.at_level("WARNING"):
+            out, lse = kernels.attention_with_lse(q, k, v, 0.3, name)
+        assert torch.allclose(out, ref_out) and torch.allclose(lse, ref_lse)
+        assert f"the {name} kernel failed" in caplog.text
+        assert not kernels.kernel_works(name, torch.device("cpu"), torch.float16)
+    assert kernels.default_kernel(torch.device("cpu"), torch.bfloat16) == "cpu_flash"
+
+
+def test_merge_per_view_set_b_equals_strided_path(monkeypatch):
+    """The CUDA kernels run set (b) one query view at a time on contiguous keys: same values and gradients."""
+    from fuse4d.core.attention import merge
+    q, k, v = make_qkv(2, 2, 4, 3, 2, 3, 8)
+    want, want_grads = value_and_grads(lambda a, b, c: merge_attention(a, b, c, 4, 3, kernel="math"), q, k, v)
+    monkeypatch.setattr(merge, "CUDA_KERNELS", ("math",))
+    got, grads = value_and_grads(lambda a, b, c: merge_attention(a, b, c, 4, 3, kernel="math"), q, k, v)
+    assert rel(got, want) <= TOL and all(rel(a, b) <= TOL for a, b in zip(grads, want_grads))

@@ -58,9 +58,21 @@ if result["fused_available"]:
     # T_max > T swaps the RoPE positions (block patch): a different result again.
     gap = run(pkg.patch_fused_view_time(base, views=V, t_max=T + 3))
     result["tmax_differs"] = not torch.allclose(gap, out)
+    # T_max = 0 means T: the same fp32 positions as T_max = T given explicitly.
+    result["tmax0_equals_tmax_t"] = bool(torch.equal(run(pkg.patch_fused_view_time(base, views=V, t_max=0)),
+                                                     run(pkg.patch_fused_view_time(base, views=V, t_max=T))))
     # The same wiring with V x T where every token sees every token (T = 1) is the base model.
     result["patched_twice_ok"] = pkg.patch_fused_view_time(fused, views=V).model_options[
         "transformer_options"]["optimized_attention_override"].fuse4d_previous is counting_override
+# RoPE positions go to the embedder in fp32, exact at 4 views x T_max 84 (bf16 would merge 336 slots into 297).
+captured = []
+class _Embedder:
+    def rope_embedder(self, ids):
+        captured.append(ids)
+        return torch.zeros(1, 1, ids.shape[1], 2)
+pkg.fused_rope(_Embedder(), 4, 84, 84, 1, 1, "cpu")
+result["rope_ids_dtype"] = str(captured[0].dtype)
+result["rope_ids_exact"] = bool(torch.equal(captured[0][0, :, 0], torch.arange(336, dtype=torch.float32)))
 # Unpatching: the base MODEL (never modified) still gives the very same output.
 result["base_restored"] = bool(torch.equal(run(base), first))
 result["base_options_clean"] = "optimized_attention_override" not in base.model_options.get("transformer_options", {})
@@ -110,6 +122,12 @@ def test_existing_override_called_for_declined_attention(patch_results):
     assert patch_results["fused_differs"] and patch_results["fused_finite"]
     assert patch_results["tmax_differs"]
     assert patch_results["patched_twice_ok"]
+
+
+def test_rope_positions_are_fp32_and_exact(patch_results):
+    assert patch_results["rope_ids_dtype"] == "torch.float32" and patch_results["rope_ids_exact"]
+    if patch_results["fused_available"]:
+        assert patch_results["tmax0_equals_tmax_t"]
 
 
 def test_non_wan_model_is_rejected(patch_results):

@@ -261,3 +261,45 @@ def test_sample_scene_is_deterministic_upright_and_fills_orbit_views():
     # Upright cameras: the floor fills the bottom rows, the sky (background) the top rows.
     assert float(out.alpha[:, -8:].mean()) > 0.95 and float(out.alpha[:, :4].mean()) < 0.05
     assert float(out.rgb[:, 12:].std()) > 0.08  # textured, shaded content, not a flat colour
+
+
+def test_gsplat_without_kernels_falls_back_with_one_notice(monkeypatch, caplog):
+    """CUDA present but gsplat's extension missing (no prebuilt kernels, no nvcc): the check runs once,
+    says so in one line, and "auto" renders with our rasterizer; asking for gsplat explains why not."""
+    import sys
+    import types
+
+    from fuse4d.core.render import gsplat_backend, pick_backend
+
+    backend_module = types.ModuleType("gsplat.cuda._backend")
+    backend_module._C = None
+    monkeypatch.setitem(sys.modules, "gsplat.cuda._backend", backend_module)
+    monkeypatch.setattr(gsplat_backend, "_STATE", {})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with caplog.at_level("WARNING"):
+        assert pick_backend("auto", torch.device("cuda")) == "torch"
+        assert pick_backend("auto", torch.device("cuda")) == "torch"
+    notices = [r for r in caplog.records if "kernels are unavailable" in r.getMessage()]
+    assert len(notices) == 1 and "PyTorch rasterizer" in notices[0].getMessage()
+    assert "\n" not in notices[0].getMessage()
+    with pytest.raises(ValueError, match="CUDA extension is missing"):
+        pick_backend("gsplat", torch.device("cuda"))
+
+
+def test_gsplat_failing_mid_render_falls_back(monkeypatch, caplog):
+    from fuse4d.core import render as render_module
+    from fuse4d.core.render import gsplat_backend
+
+    g, cam = tiny_scene(torch.float32), single_camera()
+    want = render_module.render(g, cam, backend="torch")
+    monkeypatch.setattr(render_module, "pick_backend", lambda backend, device: "gsplat")
+
+    def broken(*args):
+        raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(render_module, "render_gsplat_safe", broken)
+    monkeypatch.setattr(gsplat_backend, "_STATE", {"ok": True})
+    with caplog.at_level("WARNING"):
+        got = render_module.render(g, cam)
+    assert torch.equal(got.rgb, want.rgb)
+    assert gsplat_backend._STATE["ok"] is False and "no kernel image" in caplog.text

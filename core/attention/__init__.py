@@ -5,10 +5,14 @@ q, k, v are [B, heads, N, D] with N = views*frames*tokens_per_frame ordered view
 space: index ((v*T + t)*S + s). Backends (all exact, tested against "reference"):
   "reference"  masked dense SDPA (O(N^2) memory; ground truth, small sizes);
   "merge"      two dense attentions over disjoint key sets merged by LSE, own backward (CPU and CUDA);
-  "flex"       FlexAttention with a cached block mask, compiled once per layout (CUDA; CPU forward only);
-  "auto"       flex on CUDA when available, merge otherwise; plain dense SDPA when V == 1 or T == 1.
+  "flex"       FlexAttention with a block mask built at block level and cached per layout (CUDA; CPU
+               forward only);
+  "auto"       flex on CUDA when available, merge otherwise; plain dense SDPA when V == 1 or T == 1. When
+               flex fails to compile (a broken toolchain), "auto" logs the reason once and uses merge.
 """
 from __future__ import annotations
+
+import logging
 
 import torch
 
@@ -20,6 +24,8 @@ from .positions import fused_positions
 from .reference import dense_attention, reference_attention
 
 BACKENDS = ("reference", "merge", "flex")
+log = logging.getLogger(__name__)
+_FLEX_FAILED: dict[str, str] = {}  # device -> why flex could not run there (auto then uses merge)
 
 __all__ = ["fused_view_time_attention", "available_backends", "fused_positions", "view_time_mask",
            "reference_attention", "merge_attention", "flex_attention_view_time", "dense_attention",
@@ -32,7 +38,21 @@ def available_backends(device: torch.device | str = "cpu") -> tuple[str, ...]:
 
 
 def _auto_backend(device: torch.device) -> str:
-    return "flex" if device.type == "cuda" and flex_available(device) else "merge"
+    usable = device.type == "cuda" and flex_available(device) and str(device) not in _FLEX_FAILED
+    return "flex" if usable else "merge"
+
+
+def _flex_or_merge(q, k, v, views: int, frames: int, scale):
+    try:
+        return flex_attention_view_time(q, k, v, views, frames, scale=scale)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - compiler / toolchain failures of any kind
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        _FLEX_FAILED[str(q.device)] = reason
+        log.warning("fused attention: FlexAttention failed on %s (%s); using the exact 'merge' backend from now on",
+                    q.device, reason)
+        return merge_attention(q, k, v, views, frames, scale=scale)
 
 
 def fused_view_time_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, views: int, frames: int,
@@ -43,6 +63,8 @@ def fused_view_time_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         if views == 1 or frames == 1:  # the pattern is dense: every token shares the view or the time
             return dense_attention(q, k, v, scale=scale)
         backend = _auto_backend(q.device)
+        if backend == "flex":
+            return _flex_or_merge(q, k, v, views, frames, scale)
     if backend == "reference":
         return reference_attention(q, k, v, views, frames, scale=scale)
     if backend == "merge":

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .kernels import attention_backward, attention_with_lse, default_kernel
+from .kernels import CUDA_KERNELS, attention_backward, attention_with_lse, default_kernel
 from .layout import check_layout
 
 
@@ -67,14 +67,33 @@ def merge_forward(q, k, v, V: int, T: int, scale: float, kernel: str):
                                       scale, kernel)
     out_a = out_a.reshape(B, H, V, T, S, D)
     lse_a = lse_a.reshape(B, H, V, T, S)
-    out_b, lse_b = attention_with_lse(_queries_b(_time_major(q, V, T, S)), _keys_b(k, V, T, S),
-                                      _keys_b(v, V, T, S), scale, kernel)
-    out_b, lse_b = _from_b(out_b, B, H, T), _from_b(lse_b, B, H, T)
+    if kernel in CUDA_KERNELS:
+        out_b, lse_b = _set_b_per_view(q, k, v, V, T, S, scale, kernel)
+    else:
+        out_b, lse_b = attention_with_lse(_queries_b(_time_major(q, V, T, S)), _keys_b(k, V, T, S),
+                                          _keys_b(v, V, T, S), scale, kernel)
+        out_b, lse_b = _from_b(out_b, B, H, T), _from_b(lse_b, B, H, T)
     lse = torch.logaddexp(lse_a, lse_b)
     out = torch.empty(B, H, V, T, S, D, dtype=q.dtype, device=q.device)
     torch.mul(out_a, torch.exp(lse_a - lse).unsqueeze(-1).to(q.dtype), out=out)
     out.addcmul_(out_b, torch.exp(lse_b - lse).unsqueeze(-1).to(q.dtype))
     return out.view(B, H, N, D), lse.contiguous()
+
+
+def _set_b_per_view(q, k, v, V: int, T: int, S: int, scale: float, kernel: str):
+    """Set (b) one query view at a time with plain contiguous keys (the CUDA ops get the simple strides
+    they are tested with; gathered keys stay ~k in size instead of (V-1)x): [B, H, V, T, S, ...]."""
+    B, H, _, D = q.shape
+    q6, k6, v6 = (x.view(B, H, V, T, S, D) for x in (q, k, v))
+    out_b = torch.empty(B, H, V, T, S, D, dtype=q.dtype, device=q.device)
+    lse_b = torch.empty(B, H, V, T, S, dtype=torch.float32, device=q.device)
+    every = slice(None)
+    for view in range(V):
+        o, lse = attention_with_lse(q6[:, :, view].flatten(0, 1).contiguous(), _other_views(k6, view, every),
+                                    _other_views(v6, view, every), scale, kernel)
+        out_b[:, :, view] = o.reshape(B, H, T, S, D)
+        lse_b[:, :, view] = lse.reshape(B, H, T, S)
+    return out_b, lse_b
 
 
 def _other_views(x6: torch.Tensor, view: int, times: slice) -> torch.Tensor:
@@ -117,8 +136,9 @@ def merge_backward(dout, q, k, v, out, lse, V: int, T: int, scale: float, kernel
         for t0 in range(0, T, step):
             times = slice(t0, min(T, t0 + step))
 
-            def own(x6):
-                return x6[:, :, view, times].flatten(0, 1)
+            def own(x6):  # the CUDA ops get plain contiguous inputs; the CPU ones take the view as is
+                x = x6[:, :, view, times].flatten(0, 1)
+                return x.contiguous() if kernel in CUDA_KERNELS else x
 
             dq_v, dk_o, dv_o = attention_backward(
                 own(dout6), own(q6), _other_views(k6, view, times), _other_views(v6, view, times), own(out6),
@@ -149,12 +169,13 @@ def merge_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, views: in
                     scale: float | None = None, kernel: str | None = None) -> torch.Tensor:
     """Exact fused view-time attention by LSE merge; differentiable in q, k, v.
 
-    `kernel`: "cpu_flash" (default on CPU) or "math" (default elsewhere; chunked, any device).
+    `kernel`: "cpu_flash" (default on CPU), "cuda_flash" (default on CUDA for fp16/bf16), "cuda_efficient"
+    (CUDA fp32) or "math" (chunked, any device; the CUDA fallback); see kernels.default_kernel.
     With views == 1 set (b) is empty and this is dense attention over each view.
     """
     check_layout(q, k, v, views, frames)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    kernel = kernel or default_kernel(q.device)
+    kernel = kernel or default_kernel(q.device, q.dtype)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     if views == 1:  # one key set: plain dense attention, gradients from autograd
         from .reference import dense_attention

@@ -81,6 +81,8 @@ class Aggregator(nn.Module):
                             special_tokens(self.register_token, B, T, V), patches], dim=1)
         n_tok, c = tokens.shape[1], tokens.shape[2]
         pos = token_positions(B * T * V, h, w, self.patch_start_idx, images.device)
+        if self.rope is not None:  # positions run 0 .. max(h, w): known here, no need to read them back
+            self.rope.positions = max(h, w) + 1
         keep_set = set(range(self.cfg.depth)) if keep is None else set(keep)
         outputs: list[torch.Tensor | None] = []
         for i in range(self.cfg.depth):

@@ -66,6 +66,26 @@ def reconstruct_timesteps(model: torch.nn.Module, images: torch.Tensor, progress
     return frames, cameras
 
 
+def inference_memory(model: torch.nn.Module, views: int, timesteps: int, height: int, width: int,
+                     target_width: int | None = None) -> int:
+    """Bytes of activations `reconstruct_grid` needs on the GPU beyond the weights (an estimate with a
+    margin, for a memory manager to free room before loading): the backbone's kept layers (half
+    precision, then fp32), its running activations over all V*T frames, and the heads on one timestep."""
+    from .frames import target_size
+
+    model = getattr(model, "module", model)
+    cfg = model.cfg
+    H, W = target_size(height, width, target_width or cfg.img_size, cfg.patch_size)
+    frames = views * timesteps
+    tokens = frames * (1 + cfg.num_register_tokens + (H // cfg.patch_size) * (W // cfg.patch_size))
+    c = cfg.embed_dim
+    kept = len(cfg.kept_layers()) * tokens * 2 * c * 2  # kept in half precision
+    running = tokens * c * 30                  # residual stream (fp32) + qkv and MLP hidden (half)
+    chunk = min(views, cfg.dpt_frames_chunk or views)
+    heads = chunk * H * W * (cfg.dpt_features // 2) * 4 * 3  # full-resolution maps of the DPT's last stage
+    return int(1.2 * (kept + running + heads))
+
+
 def reconstruct_grid(model: torch.nn.Module, images: torch.Tensor, progress: Callable[[], object] | None = None,
                      analytic: bool | None = None, width: int | None = None) -> tuple[list[Gaussians], Cameras]:
     """images [V, T, 3, H, W] in [0, 1], any size (resized to `width`, default the model's img_size,

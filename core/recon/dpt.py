@@ -15,7 +15,6 @@ def uv_embedding(h: int, w: int, channels: int, aspect: float, dtype, device) ->
     sx, sy = aspect / diag, 1.0 / diag
     xs = torch.linspace(-sx * (w - 1) / w, sx * (w - 1) / w, steps=w, dtype=dtype, device=device)
     ys = torch.linspace(-sy * (h - 1) / h, sy * (h - 1) / h, steps=h, dtype=dtype, device=device)
-    u, v = torch.meshgrid(xs, ys, indexing="xy")  # [h, w]
     quarter = channels // 4
     omega = torch.arange(quarter, dtype=torch.float64, device=device) / quarter
     omega = 1.0 / 100.0 ** omega
@@ -24,7 +23,10 @@ def uv_embedding(h: int, w: int, channels: int, aspect: float, dtype, device) ->
         a = t.reshape(-1, 1).double() * omega
         return torch.cat([a.sin(), a.cos()], dim=1).float()
 
-    emb = torch.cat([sincos(u), sincos(v)], dim=-1).view(h, w, channels)
+    # separable: the u half depends on the column only, the v half on the row only, so the float64
+    # work (VGGT's precision) is O((h + w) * channels), not one value per pixel
+    eu, ev = sincos(xs), sincos(ys)                                     # [w, C/2], [h, C/2]
+    emb = torch.cat([eu[None].expand(h, w, -1), ev[:, None].expand(h, w, -1)], dim=-1)
     return emb.permute(2, 0, 1).to(dtype)
 
 
@@ -119,7 +121,7 @@ class DPTHead(nn.Module):
         step = self.frames_chunk or n
         outs = []
         for a in range(0, n, step):
-            feats = [tokens[i][a:a + step, patch_start:] for i in self.layers]
+            feats = [tokens[i][a:a + step, patch_start:].float() for i in self.layers]  # fp32 per chunk
             outs.append(self._chunk(feats, H, W).permute(0, 2, 3, 1))
         return torch.cat(outs, dim=0)
 

@@ -36,6 +36,7 @@ class Rope2D(nn.Module):
         super().__init__()
         self.base = base
         self._cache: dict = {}
+        self.positions: int | None = None  # bound on positions, set by the caller (saves a host sync per call)
 
     def _tables(self, dim: int, n: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         key = (dim, n, device, dtype)
@@ -54,9 +55,10 @@ class Rope2D(nn.Module):
         return x * c + rotated * s
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """x [B, heads, N, D], pos [B, N, 2] integer (row, col)."""
+        """x [B, heads, N, D], pos [B, N, 2] integer (row, col), all below `self.positions` when set."""
         dim = x.shape[-1] // 2
-        cos, sin = self._tables(dim, int(pos.max()) + 1, x.device, x.dtype)
+        n = self.positions if self.positions is not None else int(pos.max()) + 1
+        cos, sin = self._tables(dim, n, x.device, x.dtype)
         y_part, x_part = x.chunk(2, dim=-1)
         return torch.cat((self._rotate_1d(y_part, pos[..., 0], cos, sin),
                           self._rotate_1d(x_part, pos[..., 1], cos, sin)), dim=-1)

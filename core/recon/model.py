@@ -34,9 +34,13 @@ def parameter_group(name: str) -> str:
 
 
 def replace_camera_tokens(tokens: torch.Tensor) -> torch.Tensor:
-    """tokens [B, T, V, P, C]: every view's camera token (index 0) at every t := its token at t = 0."""
-    cam = tokens[:, :1, :, :1].expand(-1, tokens.shape[1], -1, -1, -1)
-    return torch.cat([cam, tokens[:, :, :, 1:]], dim=3)
+    """tokens [B, T, V, P, C]: every view's camera token (index 0) at every t := its token at t = 0.
+    In place (no copy of the layer) unless autograd needs the input; returns the result."""
+    if tokens.requires_grad and torch.is_grad_enabled():
+        cam = tokens[:, :1, :, :1].expand(-1, tokens.shape[1], -1, -1, -1)
+        return torch.cat([cam, tokens[:, :, :, 1:]], dim=3)
+    tokens[:, 1:, :, 0] = tokens[:, :1, :, 0]
+    return tokens
 
 
 class VGGT4D(nn.Module):
@@ -65,18 +69,21 @@ class VGGT4D(nn.Module):
 
     # ------------------------------------------------------------------------------------
     def _autocast(self, device: torch.device):
-        if device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """bf16 on Ampere and newer, fp16 before (bf16 there has no tensor cores and no fused attention)."""
+        from ..precision import half_dtype
+
+        dtype = half_dtype(device)
+        return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
     def encode(self, images: torch.Tensor) -> list[torch.Tensor | None]:
         """images [B, V, T, 3, H, W] in [0, 1] -> the aggregator layers the heads read, each
-        [B, T, V, P, 2C] in fp32 (None for layers no head reads), camera tokens already replaced."""
+        [B, T, V, P, 2C] in the compute dtype (fp32 on the CPU, the autocast dtype on CUDA: half the
+        memory of fp32 copies; the heads cast what they read), None for layers no head reads, camera
+        tokens already replaced."""
         B, V, T = images.shape[:3]
         grid = images.transpose(1, 2)                                     # [B, T, V, 3, H, W]
         with self._autocast(images.device):
             layers = self.aggregator(grid, keep=self.cfg.kept_layers())
-        layers = [None if x is None else x.float() for x in layers]
         if self.cfg.camera_token_replacement and T > 1:
             layers = [None if x is None else replace_camera_tokens(x) for x in layers]
         return layers
@@ -103,7 +110,7 @@ class VGGT4D(nn.Module):
                 shared = self.cfg.camera_token_replacement and T_all > 1
                 cam_tokens = last[:, :1, :, 0] if shared else layers[-1][:, :, :, 0]
                 encs = [e.reshape(B, -1, V, 9).expand(B, T, V, 9).transpose(1, 2)
-                        for e in self.camera_head(cam_tokens.reshape(-1, V, cam_tokens.shape[-1]))]
+                        for e in self.camera_head(cam_tokens.reshape(-1, V, cam_tokens.shape[-1]).float())]
                 out["pose_enc"], out["pose_enc_list"] = encs[-1], encs
             flat = [None if x is None else x.reshape(B * T * V, *x.shape[3:]) for x in layers]
             start = self.aggregator.patch_start_idx

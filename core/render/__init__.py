@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""One `render` for every device: gsplat on CUDA, our PyTorch rasterizer elsewhere."""
+"""One `render` for every device: gsplat on CUDA (when its kernels load), our PyTorch rasterizer elsewhere."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,6 +33,9 @@ def pick_backend(backend: str, device: torch.device) -> str:
         raise ValueError("the gsplat backend needs CUDA; use backend='torch' on the CPU")
     if backend == "gsplat" and not extras.available("gsplat"):
         raise ValueError(extras.missing_message("gsplat"))
+    if backend == "gsplat" and not gsplat_backend.available():
+        raise ValueError(f"the gsplat backend needs gsplat's CUDA kernels ({gsplat_backend.unavailable_reason()}); "
+                         "use backend='torch'")
     return backend
 
 
@@ -46,7 +49,14 @@ def render(gaussians: Gaussians, cameras: Cameras, background=(0.0, 0.0, 0.0), b
     cameras = cameras.to(device=device, dtype=gaussians.means.dtype)
     bg = torch.as_tensor(background, dtype=gaussians.means.dtype, device=device)
     if pick_backend(backend, device) == "gsplat":
-        return RenderOutput(*render_gsplat_safe(gaussians, cameras, bg))
+        try:
+            return RenderOutput(*render_gsplat_safe(gaussians, cameras, bg))
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:  # noqa: BLE001 - chosen automatically: fall back instead of failing the job
+            if backend != "auto":
+                raise
+            gsplat_backend.mark_failed(error)
     covars = covariances(gaussians.quats, gaussians.scales)
     opacities = gaussians.opacities
     outputs = []

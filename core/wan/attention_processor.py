@@ -62,6 +62,17 @@ class FusedWanRope(nn.Module):
         self.base = base
         self.layout = layout
 
+    def _tables(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The base's fp32 frequency tables; rebuilt in fp32 once if the model was cast to half precision
+        (integer positions index them exactly; the values keep fp32 accuracy)."""
+        cos, sin = self.base.freqs_cos, self.base.freqs_sin
+        if cos.dtype in (torch.float32, torch.float64):
+            return cos, sin
+        if getattr(self, "_fp32", None) is None or self._fp32[0].device != torch.device(device):
+            fresh = type(self.base)(self.base.attention_head_dim, self.base.patch_size, self.base.max_seq_len)
+            self._fp32 = (fresh.freqs_cos.float().to(device), fresh.freqs_sin.float().to(device))
+        return self._fp32
+
     def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         _, _, num_frames, height, width = hidden_states.shape
         p_t, p_h, p_w = self.base.patch_size
@@ -77,8 +88,9 @@ class FusedWanRope(nn.Module):
                              f"length {self.base.max_seq_len}; lower t_max")
         pos = fused_positions(views, frames, h, w, self.layout.t_max).to(hidden_states.device)
         sizes = [self.base.t_dim, self.base.h_dim, self.base.w_dim]
-        cos_parts = self.base.freqs_cos.split(sizes, dim=1)
-        sin_parts = self.base.freqs_sin.split(sizes, dim=1)
+        freqs_cos, freqs_sin = self._tables(hidden_states.device)
+        cos_parts = freqs_cos.split(sizes, dim=1)
+        sin_parts = freqs_sin.split(sizes, dim=1)
         cos = torch.cat([cos_parts[i][pos[:, i]] for i in range(3)], dim=-1)
         sin = torch.cat([sin_parts[i][pos[:, i]] for i in range(3)], dim=-1)
         return cos[None, :, None, :], sin[None, :, None, :]

@@ -221,11 +221,25 @@ def infer_config(state_dict: dict) -> WanConfig:
                      cross_attn_norm="blocks.0.norm2.weight" in sd)
 
 
+_FP8 = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
+             if hasattr(torch, n))
+
+
+def _cast(t: torch.Tensor, device, dtype: torch.dtype | None) -> torch.Tensor:
+    if dtype is not None and t.is_floating_point():
+        return t.to(device=device, dtype=dtype)
+    if t.dtype in _FP8:
+        return t.to(device=device, dtype=torch.bfloat16)
+    return t.to(device=device)
+
+
 def load_wan_transformer(path_or_state_dict, config: WanConfig | str | None = None,
                          device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
     """Load Wan weights in either layout into a diffusers WanTransformer3DModel (strict: every key used).
 
     `config`: a WanConfig, a name from CONFIGS, or None to infer from the shapes (known dims only).
+    `dtype`: cast floating-point weights to it; None keeps every tensor in its stored dtype, except
+    8-bit floats (fp8 files), which become bf16 (torch cannot compute in them).
     """
     sd = path_or_state_dict if isinstance(path_or_state_dict, dict) else read_state_dict(path_or_state_dict)
     sd = to_diffusers_state_dict(sd)
@@ -245,8 +259,7 @@ def load_wan_transformer(path_or_state_dict, config: WanConfig | str | None = No
     for k, t in expected.items():
         if tuple(sd[k].shape) != tuple(t.shape):
             raise ValueError(f"Wan checkpoint tensor {k} has shape {tuple(sd[k].shape)}, expected {tuple(t.shape)}")
-    target = dtype or next(iter(sd.values())).dtype
-    model.load_state_dict({k: v.to(device=device, dtype=target) for k, v in sd.items()}, strict=True, assign=True)
+    model.load_state_dict({k: _cast(v, device, dtype) for k, v in sd.items()}, strict=True, assign=True)
     # Non-persistent buffers (RoPE tables) were created on meta: rebuild them on the real device.
     real_rope = type(model.rope)(model.rope.attention_head_dim, model.rope.patch_size, model.rope.max_seq_len)
     model.rope = real_rope.to(device)

@@ -61,8 +61,12 @@ def save_video_model(folder: str | os.PathLike, model: torch.nn.Module, config: 
     os.replace(tmp, os.path.join(folder, "config.json"))
 
 
-def load_video_model(folder: str | os.PathLike, device: torch.device | str = "cpu"):
-    """(model, VideoModelConfig) from a folder written by `save_video_model` (or the trainer)."""
+def load_video_model(folder: str | os.PathLike, device: torch.device | str = "cpu",
+                     dtype: torch.dtype | str | None = "auto"):
+    """(model, VideoModelConfig) from a folder written by `save_video_model` (or the trainer).
+
+    `dtype`: "auto" samples in bf16 on CUDA (fp16 before Ampere) and keeps the stored dtype on the CPU;
+    None keeps the stored dtype everywhere; or a torch dtype."""
     folder = os.fspath(folder)
     cfg_path = os.path.join(folder, "config.json")
     if not os.path.exists(cfg_path):
@@ -74,9 +78,13 @@ def load_video_model(folder: str | os.PathLike, device: torch.device | str = "cp
 
     sd = read_state_dict(os.path.join(folder, "model.safetensors"))
     sync = {k: sd.pop(k) for k in [k for k in sd if f".{SYNC_NAME}." in k]}
-    model = load_wan_transformer(sd, config.wan, device=device)
+    if dtype == "auto":
+        from ..precision import half_dtype
+        dtype = half_dtype(device)
+    model = load_wan_transformer(sd, config.wan, device=device, dtype=dtype)
     if config.attention == "parallel":
         add_sync_layers(model)
+        sync = {k: v.to(next(model.parameters()).dtype) for k, v in sync.items()}
         missing, unexpected = model.load_state_dict(sync, strict=False)
         absent = [k for k in missing if f".{SYNC_NAME}." in k]
         if absent or unexpected:

@@ -46,21 +46,38 @@ class Generate4DOutput:
     mask: torch.Tensor               # [V, T'] bool, conditioned cells
 
 
+class PromptEncoder:
+    """A UMT5 text encoder loaded once: prompt -> [max_length, dim] fp32 states (on the CPU), zero after
+    the last real token (as Wan). On CUDA the encoder runs in bf16 (fp16 before Ampere)."""
+
+    def __init__(self, text_encoder_path: str, tokenizer_path: str | None = None, device: torch.device | str = "cpu",
+                 max_length: int = 512):
+        transformers = require("transformers")
+        AutoTokenizer, UMT5EncoderModel = transformers.AutoTokenizer, transformers.UMT5EncoderModel
+
+        from ..precision import half_dtype
+
+        self.device, self.max_length = torch.device(device), max_length
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or text_encoder_path)
+        dtype = half_dtype(self.device)
+        kwargs = {"dtype": dtype} if dtype is not None else {}
+        self.encoder = UMT5EncoderModel.from_pretrained(text_encoder_path, **kwargs).to(self.device).eval()
+
+    def __call__(self, prompt: str) -> torch.Tensor:
+        ids = self.tokenizer([prompt], padding="max_length", max_length=self.max_length, truncation=True,
+                             add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
+        with torch.no_grad():
+            states = self.encoder(ids.input_ids.to(self.device),
+                                  ids.attention_mask.to(self.device)).last_hidden_state[0].float().cpu()
+        states[int(ids.attention_mask.sum()):] = 0
+        return states
+
+
 def encode_prompt(prompt: str, text_encoder_path: str, tokenizer_path: str | None = None,
                   max_length: int = 512, device: torch.device | str = "cpu") -> torch.Tensor:
-    """UMT5 encoder states [max_length, dim] for one prompt, zero after the last real token (as Wan)."""
-    transformers = require("transformers")
-    AutoTokenizer, UMT5EncoderModel = transformers.AutoTokenizer, transformers.UMT5EncoderModel
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_path or text_encoder_path)
-    enc = UMT5EncoderModel.from_pretrained(text_encoder_path).to(device).eval()
-    ids = tok([prompt], padding="max_length", max_length=max_length, truncation=True, add_special_tokens=True,
-              return_attention_mask=True, return_tensors="pt")
-    with torch.no_grad():
-        states = enc(ids.input_ids.to(device), ids.attention_mask.to(device)).last_hidden_state[0].float()
-    n = int(ids.attention_mask.sum())
-    states[n:] = 0
-    return states
+    """UMT5 encoder states [max_length, dim] for one prompt (loads the encoder; for many prompts keep a
+    PromptEncoder)."""
+    return PromptEncoder(text_encoder_path, tokenizer_path, device, max_length)(prompt)
 
 
 def _check_images(name: str, x: torch.Tensor | None, shape: tuple) -> torch.Tensor | None:

@@ -8,7 +8,11 @@ Conditioned cells (a random choice of frozen-time row / fixed-view column / both
 clean latent and are left out of the loss, exactly as the sampler conditions. Only the
 self-attention projections train by default (the paper), or LoRA adapters on them, or everything
 (`full`, for the tiny from-scratch model). Multi-GPU through torchrun: WORLD_SIZE > 1 initialises
-torch.distributed from the environment and wraps the model in DDP or FSDP2 (`fully_shard`).
+torch.distributed from the environment and wraps the model in DDP or FSDP2 (`fully_shard`), one GPU
+per LOCAL_RANK. On GPUs that have it the forward runs under bf16 autocast (fp32 master weights; FSDP2
+gets the matching mixed-precision policy) with gradient checkpointing per transformer block; the CPU
+keeps fp32 without checkpointing unless asked. Noise is drawn on the training device; the text
+encoder is loaded once and prompts are encoded once each.
 
 Output folder:
   checkpoints/step_NNNNNNN/{trainable.safetensors, optimizer.safetensors, [ema.safetensors,] state.json}
@@ -84,7 +88,9 @@ class TrainVideoConfig:
     dist: str = "ddp"                  # "ddp" | "fsdp2" when WORLD_SIZE > 1
     backend: str = "auto"              # fused attention backend
     seed: int = 0
-    device: str = "auto"
+    device: str = "auto"               # "auto" | "cpu" | "cuda" (cuda:LOCAL_RANK) | "cuda:N"
+    precision: str = "auto"            # "auto" (bf16 on Ampere+ GPUs, else fp32) | "bf16" (autocast) | "fp32"
+    checkpointing: bool | None = None  # gradient checkpointing per block; None = on CUDA only
     threads: int | None = None         # CPU threads for torch (tiny models run fastest on 1)
     progress: bool = True
 
@@ -145,30 +151,56 @@ def _dist_env() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
+def training_device(name: str, local_rank: int) -> torch.device:
+    """The device of this process: "auto" and a bare "cuda" mean cuda:LOCAL_RANK (one GPU per rank under
+    torchrun); "cuda:N" and "cpu" are taken as given."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
 def _init_distributed(cfg: TrainVideoConfig) -> tuple[int, int, torch.device]:
     rank, world, local = _dist_env()
-    if cfg.device != "auto":
-        device = torch.device(cfg.device)
-    elif torch.cuda.is_available():
-        device = torch.device("cuda", local)
-    else:
-        device = torch.device("cpu")
+    device = training_device(cfg.device, local)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if world > 1 and not torch.distributed.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
         torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return rank, world, device
 
 
-def _wrap(model: torch.nn.Module, cfg: TrainVideoConfig, world: int, device: torch.device) -> torch.nn.Module:
-    if world <= 1:
+def autocast_dtype(cfg: TrainVideoConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 for precision "bf16" (or "auto" on a GPU with bf16 tensor cores); None = fp32 throughout.
+    Pre-Ampere GPUs stay fp32 for training: fp16 would need loss scaling."""
+    if cfg.precision == "fp32":
+        return None
+    if cfg.precision == "bf16":
+        return torch.bfloat16
+    if cfg.precision == "auto":
+        from ..precision import half_dtype
+        return torch.bfloat16 if half_dtype(device) == torch.bfloat16 else None
+    raise ValueError(f"unknown precision {cfg.precision!r}; choose 'auto', 'bf16' or 'fp32'")
+
+
+def _wrap(model: torch.nn.Module, cfg: TrainVideoConfig, world: int, device: torch.device,
+          half: torch.dtype | None = None) -> torch.nn.Module:
+    """DDP or FSDP2 when WORLD_SIZE > 1 (FSDP2 also in a process group of one, e.g. the GPU check)."""
+    sharded = cfg.dist == "fsdp2" and torch.distributed.is_available() and torch.distributed.is_initialized()
+    if world <= 1 and not sharded:
         return model
     if cfg.dist == "fsdp2":
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+        # gather parameters in bf16 and reduce gradients in fp32 (sharded master weights stay fp32); inputs
+        # are left alone: autocast does the compute casts, and the timesteps and RoPE tables stay fp32
+        policy = (MixedPrecisionPolicy(param_dtype=half, reduce_dtype=torch.float32, cast_forward_inputs=False)
+                  if half else MixedPrecisionPolicy())
         for block in model.blocks:
-            fully_shard(block)
-        fully_shard(model)
+            fully_shard(block, mp_policy=policy)
+        fully_shard(model, mp_policy=policy)
         return model
     if cfg.dist == "ddp":
         from torch.nn.parallel import DistributedDataParallel
@@ -285,10 +317,11 @@ class _NoVAE:
 
 
 class _TextStates:
-    """prompt -> [L, D] text states: given embeddings, a UMT5 encoder, or zeros (cached per prompt)."""
+    """prompt -> [L, D] text states: given embeddings, a UMT5 encoder (loaded once, on the training
+    device), or zeros; each prompt is encoded once."""
 
-    def __init__(self, cfg: TrainVideoConfig, text_dim: int):
-        self.cfg, self.text_dim, self.cache = cfg, text_dim, {}
+    def __init__(self, cfg: TrainVideoConfig, text_dim: int, device: torch.device | str = "cpu"):
+        self.cfg, self.text_dim, self.device, self.cache, self.encoder = cfg, text_dim, device, {}, None
 
     def __call__(self, sample: dict) -> torch.Tensor:
         if "text_embeds" in sample:
@@ -297,9 +330,11 @@ class _TextStates:
         if not prompt or not self.cfg.text_encoder:
             return torch.zeros(1, self.text_dim)
         if prompt not in self.cache:
-            from .pipeline import encode_prompt
+            if self.encoder is None:
+                from .pipeline import PromptEncoder
 
-            self.cache[prompt] = encode_prompt(prompt, self.cfg.text_encoder)
+                self.encoder = PromptEncoder(self.cfg.text_encoder, device=self.device)
+            self.cache[prompt] = self.encoder(prompt)
         return self.cache[prompt]
 
 
@@ -339,6 +374,10 @@ def _train(cfg: TrainVideoConfig) -> dict:
     rank, world, device = _init_distributed(cfg)
     torch.manual_seed(cfg.seed + rank)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    # noise on the device (the CPU keeps the one stream it always had)
+    noise_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank)
+    half = autocast_dtype(cfg, device)
+    checkpointing = device.type == "cuda" if cfg.checkpointing is None else bool(cfg.checkpointing)
     wan = cfg.model.wan
     if cfg.init:
         model = load_wan_transformer(cfg.init, wan, device=device, dtype=torch.float32)
@@ -368,11 +407,13 @@ def _train(cfg: TrainVideoConfig) -> dict:
     if cfg.model.patch_embed_conditioning:
         install_patch_conditioning(model)
     layout = patch_wan_transformer(model, cfg.views, cfg.model.t_max, cfg.backend, mode=mode)
+    if checkpointing:
+        model.enable_gradient_checkpointing()
     core = model
-    model = _wrap(model, cfg, world, device)
+    model = _wrap(model, cfg, world, device, half)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    text_states = _TextStates(cfg, wan.text_dim)
+    text_states = _TextStates(cfg, wan.text_dim, device)
     ph, pw = wan.patch_size[1:]
     warm = lambda i: lr_factor(cfg, i)  # noqa: E731
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, warm)
@@ -404,7 +445,7 @@ def _train(cfg: TrainVideoConfig) -> dict:
     bar = tqdm(range(start, cfg.steps), desc="train-video", disable=not cfg.progress or rank != 0)
     for step in bar:
         x0, text, views = _batch(source, codec, text_states, cfg)
-        x0, text = x0.to(device), text.to(device)
+        x0, text = x0.to(device, non_blocking=True), text.to(device, non_blocking=True)
         layout.views = views
         lt = x0.shape[2] // views
         probs = torch.tensor(cfg.cond_probs, dtype=torch.float)
@@ -412,7 +453,7 @@ def _train(cfg: TrainVideoConfig) -> dict:
         mask = cell_mask(views, lt, frozen, fixed, device=device)
         drop = torch.rand(text.shape[0], generator=gen) < cfg.p_uncond
         text = torch.where(drop.to(device)[:, None, None], torch.zeros_like(text), text)
-        noise = torch.randn(x0.shape, generator=gen).to(device)
+        noise = torch.randn(x0.shape, generator=noise_gen, device=device)
         s = sample_noise_levels(x0.shape[0], cfg.noise, generator=gen).to(device)
         x_in = replace_clean(add_noise(x0, noise, s), x0, mask)
         t = s * 1000.0
@@ -422,7 +463,8 @@ def _train(cfg: TrainVideoConfig) -> dict:
             set_reference(core, reference_term(x0, mask) if mask.any() else None)
         inp = (concat_input(x_in, x0, mask, cfg.model.position_channels, cfg.model.view_change_channels)
                if cfg.model.concat_reference else x_in)
-        pred = model(inp, t, text).sample.float()
+        with torch.autocast(device.type, dtype=half or torch.bfloat16, enabled=half is not None):
+            pred = model(inp, t, text).sample.float()
         weight = (~mask).reshape(1, 1, -1, 1, 1).float()
         if cfg.model.prediction == "velocity":
             err = F.mse_loss(pred, (noise - x0).float(), reduction="none") * weight
@@ -456,7 +498,8 @@ def _train(cfg: TrainVideoConfig) -> dict:
     export_model(core, cfg, model_dir, rank, ema.full_state() if ema is not None else None)
     if world > 1:
         torch.distributed.barrier()
-    return {"losses": losses, "step": cfg.steps, "model_dir": model_dir, **spent()}
+    return {"losses": losses, "step": cfg.steps, "model_dir": model_dir, "device": str(device),
+            "precision": "bf16" if half else "fp32", "checkpointing": checkpointing, **spent()}
 
 
 def _merge_lora_state(sd: dict, scale: float) -> dict:
