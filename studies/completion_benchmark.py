@@ -91,11 +91,12 @@ def model_section(r: dict) -> str:
         f"drawn none / row / column / both = {' / '.join(str(p) for p in t['cond_probs'])}; channel conditioning "
         "and the reference-residual output as the first tiny model; AdamW lr "
         f"{t['lr']:g}, {t['warmup']} warm-up steps, constant, EMA {t['ema']}, batch {t['batch_size']}, "
-        f"{r['steps']:,} steps: {cpu:.0f} CPU minutes ({wall:.0f} wall minutes, {t['threads']} threads, shared "
+        f"{r['steps']:,} steps: {cpu:.0f} CPU minutes ({wall:.0f} wall minutes, {t['threads']} thread(s), shared "
         f"machine). Loss {r['loss_start']:.3f} -> {r['loss_end']:.3f} (logged means).",
         "",
         "tests/test_completion.py re-scores it from its weights on the record's 2 held-out scenes "
-        "and checks the completion numbers and that the time-only control stays below it.",
+        "and checks the completion numbers, and that on the moving pixels the time-only control and the static "
+        "copy stay below it.",
     ])
 
 
