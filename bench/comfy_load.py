@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from comfy_runtime import REPO, ComfyServer, PromptFailed, ensure_comfyui, free_port, link_custom_node  # noqa: E402
-from conftest_comfy import TEST_NODES, TINY_DIR, _tiny_models, load_workflow, swap_tiny, write_scene_ply  # noqa: E402
+from comfy_runtime import ComfyServer, PromptFailed  # noqa: E402
+from conftest_comfy import load_workflow, start_tiny_server, swap_tiny, write_scene_ply  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
@@ -111,17 +111,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--json")
     args = p.parse_args()
-    ensure_comfyui()
-    names = _tiny_models()
-    base = Path(tempfile.mkdtemp(prefix="fuse4d-load-"))
-    link_custom_node(base, "fuse4d", REPO)
-    link_custom_node(base, "fuse4d_test_nodes", TEST_NODES)
-    for sub, name in names.items():
-        (base / "models" / sub).mkdir(parents=True, exist_ok=True)
-        (base / "models" / sub / name).symlink_to(TINY_DIR / sub / name)
-    server = ComfyServer(base, free_port())
-    server.tiny = names
-    server.start()
+    server = start_tiny_server(Path(tempfile.mkdtemp(prefix="fuse4d-load-")))
     rows = []
     try:
         write_scene_ply(server.input_dir / "scene.ply")

@@ -22,7 +22,7 @@ DYNAMIC_SCENE = Path(__file__).resolve().parents[1] / "data" / "dynamic_scene"
 
 
 def load_scene(folder: str | Path):
-    """(images [V, T, H, W, 3], Sample) of a 4D dataset sample; one clear error if it is not one."""
+    """The Sample (recon.train_data) of a 4D dataset folder; one clear error if it is not one."""
     from .recon.train_data import read_sample
 
     folder = Path(folder)

@@ -42,11 +42,11 @@ def _tiny_models() -> dict:
     return names
 
 
-@pytest.fixture(scope="session")
-def comfy_server(tmp_path_factory):
+def start_tiny_server(base: Path) -> ComfyServer:
+    """A started ComfyUI in `base` with the Fuse4D pack, the test nodes and the tiny models linked in
+    (`server.tiny`: the model file names)."""
     ensure_comfyui()
     names = _tiny_models()
-    base = tmp_path_factory.mktemp("comfyui")
     link_custom_node(base, "fuse4d", REPO)
     link_custom_node(base, "fuse4d_test_nodes", TEST_NODES)
     for sub, name in names.items():
@@ -54,7 +54,12 @@ def comfy_server(tmp_path_factory):
         (base / "models" / sub / name).symlink_to(TINY_DIR / sub / name)
     server = ComfyServer(base, free_port())
     server.tiny = names
-    server.start()
+    return server.start()
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    server = start_tiny_server(tmp_path_factory.mktemp("comfyui"))
     yield server
     server.stop()
 

@@ -106,6 +106,9 @@ def test_impossible_layouts_fail_with_one_clear_error():
         check_layout(CompletionBenchConfig(views=5), {"views": 4, "frames": 8, "size": 64})
     with pytest.raises(ValueError, match="unknown methods"):
         check_layout(CompletionBenchConfig(methods=("oracle",)), {})
+    model, vcfg, codec = _tiny_model()                              # trained for 3 views x 4 frames at 32
+    with pytest.raises(ValueError, match="not trained for this layout: views 4"):
+        run_benchmark(model, vcfg, codec, CompletionBenchConfig(views=4, frames=4, size=32, scenes=1))
 
 
 @pytest.mark.skipif(not (MOTION_VIDEO_DIR / "record.json").exists(), reason="weights/video_motion not shipped yet")

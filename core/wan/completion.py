@@ -132,6 +132,7 @@ def run_benchmark(model, vcfg, codec, cfg: CompletionBenchConfig, scenes: list |
     """Every method on every held-out scene: per-scene scores, means, paired differences, seconds."""
     from tqdm.auto import tqdm
 
+    check_layout(cfg, vcfg.extra or {})
     scenes = scenes if scenes is not None else benchmark_scenes(cfg)
     methods = tuple(cfg.methods) + ("static",)
     cells = completion_cells(cfg.views, cfg.frames)

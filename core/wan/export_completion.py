@@ -27,8 +27,9 @@ import torch
 
 from ..io import atomic_output
 from .completion import CompletionBenchConfig, benchmark_scenes, consistency_psnr, run_benchmark, targets
+from .export_tiny import log_rows
 from .keys import build_wan_transformer
-from .model_io import VideoModelConfig, load_video_model, save_video_model
+from .model_io import VideoModelConfig, save_video_model
 from .tiny import load_codec
 
 MOTION_VIDEO_DIR = Path(__file__).resolve().parents[2] / "weights" / "video_motion"
@@ -102,9 +103,7 @@ def export(run: Path, out: Path, checkpoint: Path | None, scenes: int, steps: in
         benchmark[rig] = entry
     out.mkdir(parents=True, exist_ok=True)
     save_video_model(out, model, vcfg)
-    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()] \
-        if (run / "log.jsonl").exists() else []
-    rows = [r for r in rows if "loss" in r and r["step"] <= state["step"]]
+    rows = [r for r in log_rows(run) if "loss" in r and r["step"] <= state["step"]]
     record = {
         "what": "tiny fused 4D video model for completion (Wan architecture, pixel space, 64x64, 4 views x 8 "
                 "frames), trained from scratch on the CPU on ray-cast scenes with real motion",

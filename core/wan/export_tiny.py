@@ -31,7 +31,7 @@ CHECK = {"scenes": 2, "steps": 4, "mode": "row", "sample_seed": 0}
 METRICS = ("psnr", "ssim", "motion", "true_motion", "static_psnr", "static_ssim", "seconds_per_grid")
 
 
-def _log_rows(run: Path) -> list[dict]:
+def log_rows(run: Path) -> list[dict]:
     path = run / "log.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
@@ -87,7 +87,7 @@ def export(run: Path, out: Path, scenes: int, steps: int, command: str, threads:
                          "untrained": _summary(evaluate_video_model(untrained, vcfg, codec, cfg, scenes=held))}
     out.mkdir(parents=True, exist_ok=True)
     check = write_check(out, model, vcfg, codec)
-    rows = [r for r in _log_rows(run) if "loss" in r]
+    rows = [r for r in log_rows(run) if "loss" in r]
     save_video_model(out, model, vcfg)
     size = (out / "model.safetensors").stat().st_size
     record = {
