@@ -347,7 +347,7 @@ class ComfyUIBackend(Backend):
         self.url = url.rstrip("/")
         self.workflow, self.bindings = workflow, bindings
         self.timeout, self.poll_interval = timeout, poll_interval
-        # A restarting server is given a minute; a stopped one is reported within it.
+        # A short outage is given a minute; a stopped server is reported within it.
         self.deadline = deadline or Deadline(quiet_seconds=60.0)
         self.client_id = uuid.uuid4().hex
         self.status = Status()
