@@ -5,13 +5,18 @@ The job folder protocol (what the add-on writes, what every back end reads and a
 described and implemented in core/io/job.py, bundled into the add-on with the formats.
 Local CLI: `PYTHON -m fuse4d animate-scene --job JOB --out JOB/result`; progress is read from
 its output lines `progress <fraction 0..1> <message>` (tqdm-style `NN%|` lines work too);
-exit code 0 means done."""
+exit code 0 means done.
+
+When a back end dies or stalls mid-job, the job ends "failed" with one message (a BackendError's
+text) within a bound set by its Deadline, and no result folder is left behind (see docs/blender.md)."""
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -34,6 +39,48 @@ class Status:
     progress: float = 0.0
     message: str = ""
     log: list[str] = field(default_factory=list)
+
+
+class BackendError(RuntimeError):
+    """A back end that died, stalled or answered nonsense; the text is the message for the user."""
+
+
+@dataclass
+class Deadline:
+    """The one rule for how long a job may go on. `quiet_seconds`: fail when the back end shows no
+    sign of life that long (the CLI prints no line; the ComfyUI server gives no usable answer).
+    `max_seconds`: fail when the whole job takes longer (None: no limit; real models can take hours)."""
+
+    quiet_seconds: float = 600.0
+    max_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        self.started = self.alive = time.monotonic()
+
+    def restart(self) -> None:
+        self.started = self.alive = time.monotonic()
+
+    def sign_of_life(self) -> None:
+        self.alive = time.monotonic()
+
+    def exceeded(self) -> str | None:
+        """Why the job must stop now, or None."""
+        now = time.monotonic()
+        if self.max_seconds is not None and now - self.started > self.max_seconds:
+            return f"took longer than the job limit of {self.max_seconds:g} s"
+        if now - self.alive > self.quiet_seconds:
+            return f"showed no sign of life for {self.quiet_seconds:g} s"
+        return None
+
+
+def exit_description(code: int) -> str:
+    """'exit code 3' or 'killed by SIGKILL' (Popen gives -N for a process ended by signal N)."""
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
 
 
 def parse_progress(line: str) -> tuple[float, str] | None:
@@ -71,13 +118,16 @@ class LocalCLIBackend(Backend):
     its output so polling never blocks."""
 
     def __init__(self, python: str, command: list[str] | None = None, extra_args: list[str] | None = None,
-                 env: dict | None = None):
+                 env: dict | None = None, deadline: Deadline | None = None):
         self.python = python
+        # Model loading on a CPU can print nothing for minutes: 10 quiet minutes before giving up.
+        self.deadline = deadline or Deadline(quiet_seconds=600.0)
         self.command = list(command) if command is not None else ["-m", "fuse4d", "animate-scene"]
         self.extra_args = list(extra_args or [])
         self.env = env
         self.status = Status()
         self._proc: subprocess.Popen | None = None
+        self._out: Path | None = None
         self._reader: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -108,6 +158,8 @@ class LocalCLIBackend(Backend):
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         self.status = Status("running", 0.0, "starting")
+        self._out = job / RESULT_DIR
+        self.deadline.restart()
         self._proc = subprocess.Popen(self.argv(job), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, text=True, bufsize=1, env=env, cwd=str(job))
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -119,6 +171,7 @@ class LocalCLIBackend(Backend):
             # tqdm redraws with carriage returns; keep the last segment.
             line = raw.rstrip("\n").split("\r")[-1]
             with self._lock:
+                self.deadline.sign_of_life()
                 self.status.log.append(line)
                 del self.status.log[:-200]
                 parsed = parse_progress(line)
@@ -129,25 +182,45 @@ class LocalCLIBackend(Backend):
         if self._proc is None:
             return self.status
         code = self._proc.poll()
-        if code is not None and self.status.state == "running":
-            if self._reader:
+        if code is None and self.status.state == "running":
+            why = self.deadline.exceeded()
+            if why:
+                self._stop()
+                self._fail(f"the Fuse4D CLI {why}; stopped it")
+        elif code is not None and self.status.state == "running":
+            if self._reader:  # bounded: a grandchild holding the pipe open must not hang us
                 self._reader.join(timeout=2)
-            with self._lock:
-                if code == 0:
+            if code == 0:
+                with self._lock:
                     self.status.state, self.status.progress, self.status.message = "done", 1.0, "finished"
-                else:
-                    tail = "\n".join(self.status.log[-10:])
-                    self.status.state, self.status.message = "failed", f"exit code {code}: {tail}"
+            else:
+                self._fail(f"the Fuse4D CLI failed ({exit_description(code)})")
         return self.status
+
+    def _fail(self, why: str) -> None:
+        """Failed, with the last output lines; whatever it left in the result folder is half-written."""
+        with self._lock:
+            tail = "\n".join(line for line in self.status.log[-10:] if line.strip())
+            self.status.state = "failed"
+            self.status.message = f"{why}; its last output:\n{tail}" if tail else f"{why} (it printed nothing)"
+        self._drop_result()
+
+    def _drop_result(self) -> None:
+        if self._out is not None:
+            shutil.rmtree(self._out, ignore_errors=True)
+
+    def _stop(self) -> None:
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
 
     def cancel(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+            self._stop()
+            self._drop_result()
         self.status.state, self.status.message = "cancelled", "cancelled"
 
 
@@ -254,15 +327,28 @@ def plain_file_name(name: str) -> str:
     return base
 
 
+class ComfyUIError(BackendError):
+    """`transient`: the server may still come back (refused, reset, timed out, HTTP 5xx), so while
+    polling it is retried within the deadline; anything else (nonsense, HTTP 4xx) fails at once."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
 class ComfyUIBackend(Backend):
     """Upload views, queue the bound workflow, poll /history, download the output node's files into
-    JOB/result. All HTTP happens in a background thread; poll() only reads shared state."""
+    JOB/result. All HTTP happens in background threads; poll() and cancel() only touch shared state.
+    Bounds: every request `timeout`; while polling, a server that gives no usable answer for
+    `deadline.quiet_seconds` (stopped, hanging, HTTP 5xx) fails the job; nonsense fails it at once."""
 
     def __init__(self, url: str, workflow: dict, bindings: ComfyBindings, timeout: float = 30.0,
-                 poll_interval: float = 0.5):
+                 poll_interval: float = 0.5, deadline: Deadline | None = None):
         self.url = url.rstrip("/")
         self.workflow, self.bindings = workflow, bindings
         self.timeout, self.poll_interval = timeout, poll_interval
+        # A short outage is given a minute; a stopped server is reported within it.
+        self.deadline = deadline or Deadline(quiet_seconds=60.0)
         self.client_id = uuid.uuid4().hex
         self.status = Status()
         self.prompt_id: str | None = None
@@ -272,20 +358,45 @@ class ComfyUIBackend(Backend):
     # HTTP helpers
     def _request(self, path: str, data: bytes | None = None, headers: dict | None = None) -> bytes:
         req = urllib.request.Request(self.url + path, data=data, headers=headers or {})
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-            return resp.read()
+        what = f"ComfyUI at {self.url} ({'POST' if data is not None else 'GET'} {path.split('?')[0]})"
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return resp.read()
+        except urllib.error.HTTPError as exc:
+            raise ComfyUIError(f"{what} answered HTTP {exc.code} {exc.reason}", transient=exc.code >= 500) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, (TimeoutError, OSError)) and "timed out" in str(reason):
+                reason = f"no answer within {self.timeout:g} s"
+            elif isinstance(reason, ConnectionRefusedError):
+                reason = "connection refused: is the server running?"
+            raise ComfyUIError(f"{what}: {reason or type(exc).__name__}", transient=True) from None
 
-    def _json(self, path: str, payload: dict | None = None):
+    def _json(self, path: str, payload: dict | None = None, shape: type = dict):
+        """The answer as JSON of the given top-level type, or a ComfyUIError saying what came instead."""
         data = None if payload is None else json.dumps(payload).encode()
-        return json.loads(self._request(path, data, {"Content-Type": "application/json"} if data else None) or b"null")
+        raw = self._request(path, data, {"Content-Type": "application/json"} if data else None)
+        try:
+            value = json.loads(raw or b"null")
+        except (ValueError, RecursionError):
+            raise ComfyUIError(f"ComfyUI at {self.url} answered {path.split('?')[0]} with something that is not "
+                               f"JSON: {raw[:60]!r}") from None
+        if shape is not None and not isinstance(value, shape):
+            raise self._shape_error(path)
+        return value
 
+    def _shape_error(self, path: str) -> ComfyUIError:
+        return ComfyUIError(f"ComfyUI at {self.url} answered {path.split('?')[0]} with JSON of an unexpected "
+                            "shape (is that a ComfyUI server?)")
     def check(self) -> None:
         """The server answers, knows every node class of the workflow, and offers every file name the
         workflow picks from a list (model files), as ComfyUI would validate them on queueing."""
         try:
             info = self._json("/object_info")
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise ValueError(f"ComfyUI at {self.url} is not reachable ({getattr(exc, 'reason', exc)})") from None
+        except ComfyUIError as exc:
+            raise ValueError(f"ComfyUI at {self.url} is not reachable ({exc})") from None
+        if not all(isinstance(v, dict) for v in info.values()):
+            raise ValueError(str(self._shape_error("/object_info")))
         missing = sorted({n.get("class_type") for n in self.workflow.values() if n.get("class_type") not in info})
         if missing:
             raise ValueError(f"ComfyUI at {self.url} lacks the nodes {', '.join(missing)} (install the Fuse4D node pack)")
@@ -304,12 +415,18 @@ class ComfyUIBackend(Backend):
                 f"Content-Type: {content_type}\r\n\r\n").encode() + path.read_bytes() + \
             (f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\ntrue"
              f"\r\n--{boundary}--\r\n").encode()
-        answer = json.loads(self._request("/upload/image", body,
-                                          {"Content-Type": f"multipart/form-data; boundary={boundary}"}))
+        raw = self._request("/upload/image", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict) or not isinstance(answer.get("name"), str):
+            raise self._shape_error("/upload/image")
         return f"{answer['subfolder']}/{answer['name']}" if answer.get("subfolder") else answer["name"]
 
     def start(self, job: Path) -> None:
         self.status = Status("running", 0.0, "uploading views")
+        self.deadline.restart()
         self._thread = threading.Thread(target=self._run, args=(Path(job),), daemon=True)
         self._thread.start()
 
@@ -328,54 +445,94 @@ class ComfyUIBackend(Backend):
             answer = self._json("/prompt", {"prompt": wf, "client_id": self.client_id})
             if answer.get("node_errors"):
                 raise ValueError(f"ComfyUI rejected the workflow: {answer['node_errors']}")
+            if not isinstance(answer.get("prompt_id"), str):
+                raise self._shape_error("/prompt")
             self.prompt_id = answer["prompt_id"]
             self.status.message = "queued"
-            started = time.monotonic()
-            while not self._cancel.is_set():
-                history = self._json(f"/history/{self.prompt_id}") or {}
-                entry = history.get(self.prompt_id)
-                if entry:
-                    state = entry.get("status", {})
-                    if state.get("status_str") == "error":
-                        raise RuntimeError(f"ComfyUI failed: {state.get('messages', '')}"[:500])
-                    if state.get("completed", True):
-                        self._download(entry.get("outputs", {}), job / RESULT_DIR)
-                        self.status.state, self.status.progress, self.status.message = "done", 1.0, "finished"
-                        return
-                # No fine-grained progress without the websocket: creep towards 0.9 while waiting.
-                waited = time.monotonic() - started
-                self.status.progress = 0.1 + 0.8 * waited / (waited + 30.0)
-                self.status.message = f"running on ComfyUI ({waited:.0f} s)"
-                self._cancel.wait(self.poll_interval)
+            self.deadline.sign_of_life()
+            outputs = self._wait_for_outputs()
+            if outputs is not None:
+                self._download(outputs, job / RESULT_DIR)
+                self.status.state, self.status.progress, self.status.message = "done", 1.0, "finished"
         except Exception as exc:  # reported through poll(), never raised in Blender's thread
             if not self._cancel.is_set():
-                self.status.state, self.status.message = "failed", f"{type(exc).__name__}: {exc}"
+                text = str(exc) if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
+                self.status.state, self.status.message = "failed", text
+
+    def _wait_for_outputs(self) -> dict | None:
+        """Poll /history until our prompt is done: its outputs, or None when cancelled. Transient
+        errors are retried until the deadline; the last one is named in the failure."""
+        path, started, last_error = f"/history/{self.prompt_id}", time.monotonic(), None
+        while not self._cancel.is_set():
+            why = self.deadline.exceeded()
+            if why:
+                if self.deadline.max_seconds is not None and time.monotonic() - self.deadline.started > \
+                        self.deadline.max_seconds:
+                    self._drop_prompt()
+                raise BackendError(f"ComfyUI at {self.url} {why}" + (f" (last: {last_error})" if last_error else ""))
+            try:
+                entry = self._json(path).get(self.prompt_id)
+            except ComfyUIError as exc:
+                if not exc.transient:
+                    raise
+                last_error = exc
+            else:
+                self.deadline.sign_of_life()
+                if entry is not None:
+                    if not isinstance(entry, dict) or not isinstance(entry.get("status", {}), dict) or \
+                            not isinstance(entry.get("outputs", {}), dict):
+                        raise self._shape_error(path)
+                    state = entry.get("status", {})
+                    if state.get("status_str") == "error":
+                        raise BackendError(f"ComfyUI failed: {state.get('messages', '')}"[:500])
+                    if state.get("completed", True):
+                        return entry.get("outputs", {})
+            # No fine-grained progress without the websocket: creep towards 0.9 while waiting.
+            waited = time.monotonic() - started
+            self.status.progress = 0.1 + 0.8 * waited / (waited + 30.0)
+            self.status.message = f"running on ComfyUI ({waited:.0f} s)" + (" - server not answering"
+                                                                             if last_error else "")
+            self._cancel.wait(self.poll_interval)
+        return None
 
     def _download(self, outputs: dict, folder: Path) -> None:
+        """Into a temporary folder beside the result, renamed into place once every file is whole;
+        on any failure (or a cancel) the temporary folder is removed."""
         files = output_files(outputs, [self.bindings.output_node] if self.bindings.output_node else list(outputs))
         if not files:
-            raise RuntimeError("ComfyUI finished but the output node produced no files")
+            raise BackendError("ComfyUI finished but the output node produced no files")
         names = [plain_file_name(name) for name, _, _ in files]  # before anything is written
         if len(set(names)) != len(names):
-            raise RuntimeError(f"ComfyUI sent two output files of the same name: {sorted(names)}")
+            raise BackendError(f"ComfyUI sent two output files of the same name: {sorted(names)}")
         tmp = folder.with_name(folder.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        for local, (name, subfolder, kind) in zip(names, files):
-            query = urllib.parse.urlencode({"filename": name, "subfolder": subfolder, "type": kind})
-            (tmp / local).write_bytes(self._request(f"/view?{query}"))
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        try:
+            for local, (name, subfolder, kind) in zip(names, files):
+                if self._cancel.is_set():
+                    raise BackendError("cancelled")
+                query = urllib.parse.urlencode({"filename": name, "subfolder": subfolder, "type": kind})
+                (tmp / local).write_bytes(self._request(f"/view?{query}"))
+            shutil.rmtree(folder, ignore_errors=True)
+            tmp.rename(folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def poll(self) -> Status:
         return self.status
 
     def cancel(self) -> None:
+        """Returns at once: telling the server happens in a background thread, since a hanging
+        server would otherwise freeze Blender for two request timeouts."""
         self._cancel.set()
-        try:  # drop our prompt from the queue, stop it if it is running
-            if self.prompt_id:
-                self._json("/queue", {"delete": [self.prompt_id]})
-                self._json("/interrupt", {})
-        except (OSError, urllib.error.URLError, ValueError):
-            pass
+        if self.prompt_id:
+            threading.Thread(target=self._drop_prompt, daemon=True).start()
         self.status.state, self.status.message = "cancelled", "cancelled"
+
+    def _drop_prompt(self) -> None:
+        """Best effort: drop our prompt from the queue, stop it if it is running."""
+        try:
+            self._json("/queue", {"delete": [self.prompt_id]}, shape=None)
+            self._json("/interrupt", {}, shape=None)
+        except ComfyUIError:
+            pass

@@ -127,8 +127,13 @@ def render_view(scene, camera, path: Path, width: int, height: int, engine: str 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.partial.png")
+    had_result = {i.name for i in bpy.data.images if i.type == "RENDER_RESULT"}
     with render_settings(scene, camera, str(tmp), width, height, engine, samples, only):
         bpy.ops.render.render(write_still=True)
+    # Rendering creates a "Render Result" image; one the user did not have is ours to remove,
+    # so a job leaves no data-block behind.
+    for image in [i for i in bpy.data.images if i.type == "RENDER_RESULT" and i.name not in had_result]:
+        bpy.data.images.remove(image)
     tmp.replace(path)
     return path
 

@@ -441,8 +441,9 @@ def test_animate_with_local_cli_backend(captured, tmp_path):
 def scene_snapshot():
     scene = bpy.context.scene
     r = scene.render
-    return (sorted(o.name for o in bpy.data.objects), sorted(p.name for p in bpy.data.pointclouds),
-            scene.camera, scene.frame_start, scene.frame_end, scene.frame_current, r.filepath,
+    blocks = {kind: sorted(b.name for b in getattr(bpy.data, kind)) for kind in (
+        "objects", "pointclouds", "meshes", "collections", "materials", "node_groups", "images", "cameras")}
+    return (blocks, scene.camera, scene.frame_start, scene.frame_end, scene.frame_current, r.filepath,
             r.resolution_x, r.resolution_y, r.engine, scene.view_settings.view_transform,
             sorted(o.name for o in scene.objects if o.hide_render))
 
@@ -475,6 +476,53 @@ def test_failing_backend_reports_and_changes_nothing(captured, tmp_path):
                                     tmp_path / "job", width=16, height=16, samples=1)
     assert run_job(job) == "FAILED" and "no model weights" in job.message
     assert scene_snapshot() == before
+
+
+DYING_CLI = textwrap.dedent('''
+    """Answers like the fake back end would, then is killed half-way through writing its result."""
+    import argparse, os, signal
+    from pathlib import Path
+    p = argparse.ArgumentParser(); p.add_argument("--job"); p.add_argument("--out")
+    out = Path(p.parse_args().out); out.mkdir()
+    print("progress 0.50 timestep 2", flush=True)
+    (out / "frame_0000.ply").write_bytes(b"ply\\n")  # half a result: must never be imported
+    os.kill(os.getpid(), signal.SIGKILL)
+''')
+
+
+def test_backend_dying_mid_job_changes_nothing(captured, tmp_path):
+    """The CLI killed mid-job, then a ComfyUI server answering garbage while the job runs: both end
+    FAILED with the back end's message, the scene (data-blocks, frame range, settings) as it was."""
+    from test_blender_backends import FakeComfy  # the loopback fake ComfyUI
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    obj, a, _ = captured
+    backends, animate = sub("backends"), sub("animate")
+    dying = tmp_path / "dying.py"
+    dying.write_text(DYING_CLI)
+    before = scene_snapshot()
+    job = animate.AnimateJob(obj, backends.LocalCLIBackend(sys.executable, [str(dying)]), tmp_path / "job",
+                             width=16, height=16, samples=1)
+    assert run_job(job) == "FAILED" and "killed by SIGKILL" in job.message, job.message
+    assert job.result is None and not (tmp_path / "job" / "result").exists()
+    assert scene_snapshot() == before
+
+    workflow, bindings = backends.load_workflow_template(Path(backends.__file__).with_name("comfy_workflow.json"))
+    FakeComfy.state = {"uploads": [], "object_info": {n["class_type"]: {"input": {}} for n in workflow.values()},
+                       "fault": "garbage", "delay": 0}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeComfy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        comfy = backends.ComfyUIBackend(f"http://127.0.0.1:{server.server_address[1]}", workflow, bindings,
+                                        timeout=2, poll_interval=0.05)
+        job = animate.AnimateJob(obj, comfy, tmp_path / "job2", width=16, height=16, samples=1)
+        assert run_job(job) == "FAILED" and "not JSON" in job.message, job.message
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert FakeComfy.state["uploads"] == ["source.ply"]  # it got as far as running the job
+    assert not (tmp_path / "job2" / "result").exists() and scene_snapshot() == before
 
 
 def test_backend_checked_before_any_view_is_rendered(captured, tmp_path):

@@ -2,6 +2,10 @@
 """The add-on's plain-Python parts (no bpy): the ComfyUI client against a fake server on loopback,
 the job protocol, progress parsing and the camera/alignment maths."""
 import json
+import os
+import signal
+import sys
+import textwrap
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,8 +51,37 @@ class FakeComfy(BaseHTTPRequestHandler):
         else:
             self._send(b"{}", code=404)
 
+    def fault(self) -> bool:
+        """Misbehave as the test asked (state["fault"]); True when the answer is already given."""
+        fault = self.state.get("fault")
+        if self.state.get("fail_polls", 0) > 0:
+            self.state["fail_polls"] -= 1
+            fault = "http500"
+        if fault == "hang":  # accepts and never answers (until the test ends)
+            self.state["release"].wait(60)
+            return True
+        if fault == "garbage":
+            self._send(b"<html>502 Bad Gateway</html>", "text/html")
+        elif fault == "wrong_shape":
+            self._send(json.dumps(["p1", {"status": "success"}]).encode())
+        elif fault == "wrong_entry":
+            self._send(json.dumps({"p1": "success"}).encode())
+        elif fault == "http500":
+            self._send(b"{}", code=500)
+        return fault is not None
+
     def do_GET(self):
         s, url = self.state, urlparse(self.path)
+        if url.path == "/history/p1" and "queued_at" in s and self.fault():
+            return
+        if url.path == "/view" and s.get("fault_view"):  # dies half-way through the file
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"ply\nformat")
+            self.wfile.flush()
+            self.connection.shutdown(2)
+            return
         if url.path == "/history/p1":
             done = time.monotonic() - s.get("queued_at", 1e18) > s["delay"]
             files = [{"filename": f, "subfolder": "fuse4d", "type": "output"} for f in s["files"]]
@@ -68,11 +101,17 @@ class FakeComfy(BaseHTTPRequestHandler):
 def comfy(tmp_path):
     out = tmp_path / "comfy_out"
     write_sequence(out, Sequence4D(frames=[random_arrays(30, 0, seed=t) for t in range(3)], fps=8.0))
-    FakeComfy.state = {"uploads": [], "dir": out, "files": sorted(p.name for p in out.iterdir()), "delay": 0.3}
+    FakeComfy.state = {"uploads": [], "dir": out, "files": sorted(p.name for p in out.iterdir()), "delay": 0.3,
+                       "release": threading.Event()}
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeComfy)
+    server.daemon_threads = True
+    FakeComfy.state["server"] = server
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", FakeComfy.state
-    server.shutdown()
+    FakeComfy.state["release"].set()
+    if not FakeComfy.state.get("stopped"):
+        server.shutdown()
+    server.server_close()
 
 
 def make_job(folder: Path, views=2):
@@ -125,8 +164,200 @@ def test_comfy_backend_uploads_views_to_image_nodes_and_cancels(comfy, tmp_path)
     assert state["prompt"]["a"]["inputs"]["image"] == "view_000.png"
     assert state["prompt"]["b"]["inputs"]["image"] == "view_001.png"
     backend.cancel()
-    assert backend.poll().state == "cancelled" and state.get("cancelled")
+    assert backend.poll().state == "cancelled"
+    for _ in range(100):  # the server is told in the background
+        if state.get("cancelled"):
+            break
+        time.sleep(0.05)
+    assert state.get("cancelled")
     assert not (job / backends.RESULT_DIR).exists()
+
+
+def wait_finished(backend, limit=30.0) -> float:
+    """Poll as the add-on does; the seconds it took the back end to leave "running"."""
+    started = time.monotonic()
+    while backend.poll().state == "running":
+        assert time.monotonic() - started < limit, f"still running after {limit} s: {backend.status.message}"
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def nothing_downloaded(job: Path) -> bool:
+    return sorted(p.name for p in job.iterdir()) == ["cameras.json", "source.ply", "views"]
+
+
+def comfy_backend(url, timeout=0.5, quiet=1.0):
+    workflow, bindings = template()
+    return backends.ComfyUIBackend(url, workflow, bindings, timeout=timeout, poll_interval=0.05,
+                                   deadline=backends.Deadline(quiet_seconds=quiet))
+
+
+def wait_queued(state, limit=10.0):
+    started = time.monotonic()
+    while "queued_at" not in state:
+        assert time.monotonic() - started < limit
+        time.sleep(0.02)
+
+
+# Bounds: timeout 0.5 s, quiet 1 s, poll 0.05 s; 3 s of slack for a loaded 2-core machine.
+QUIET_BOUND = 1.0 + 0.5 + 0.05 + 3.0
+AT_ONCE_BOUND = 0.5 + 0.05 + 3.0
+
+
+def test_comfy_server_stopped_mid_job_fails_within_the_quiet_deadline(comfy, tmp_path):
+    url, state = comfy
+    state["delay"] = 60
+    job = make_job(tmp_path / "job")
+    backend = comfy_backend(url)
+    backend.start(job)
+    wait_queued(state)
+    state["server"].shutdown()
+    state["server"].server_close()
+    state["stopped"] = True
+    elapsed = wait_finished(backend)
+    status = backend.poll()
+    assert status.state == "failed"
+    assert "no sign of life for 1 s" in status.message and "connection refused" in status.message, status.message
+    assert 0.4 < elapsed < QUIET_BOUND  # retried, not failed at the first refusal (shutdown takes up to 0.5 s)
+    assert nothing_downloaded(job)
+
+
+def test_comfy_hanging_server_fails_within_timeout_plus_quiet_deadline(comfy, tmp_path):
+    url, state = comfy
+    job = make_job(tmp_path / "job")
+    backend = comfy_backend(url)
+    state["fault"] = "hang"
+    backend.start(job)
+    elapsed = wait_finished(backend)
+    assert backend.poll().state == "failed"
+    assert "no answer within 0.5 s" in backend.status.message and "no sign of life" in backend.status.message
+    assert elapsed < QUIET_BOUND
+    t0 = time.monotonic()
+    backend.cancel()  # must not wait on the hanging server
+    assert time.monotonic() - t0 < 0.2
+    assert nothing_downloaded(job)
+
+
+@pytest.mark.parametrize("fault, message", [("garbage", "not JSON: b'<html>502"),
+                                            ("wrong_shape", "unexpected shape"),
+                                            ("wrong_entry", "unexpected shape")])
+def test_comfy_nonsense_answers_fail_at_once(comfy, tmp_path, fault, message):
+    url, state = comfy
+    job = make_job(tmp_path / "job")
+    state["fault"] = fault
+    backend = comfy_backend(url, quiet=30.0)  # nonsense is not retried: no waiting for the deadline
+    backend.start(job)
+    elapsed = wait_finished(backend)
+    assert backend.poll().state == "failed" and message in backend.status.message, backend.status.message
+    assert backend.status.message.startswith(f"ComfyUI at {url}")
+    assert elapsed < AT_ONCE_BOUND
+    assert nothing_downloaded(job)
+
+
+def test_comfy_http_500_is_retried_then_fails_at_the_deadline(comfy, tmp_path):
+    url, state = comfy
+    job = make_job(tmp_path / "job")
+    state["fail_polls"] = 3  # a hiccup: the job still succeeds
+    backend = comfy_backend(url, quiet=5.0)
+    backend.start(job)
+    wait_finished(backend)
+    assert backend.poll().state == "done", backend.status.message
+    assert len(read_sequence(job / backends.RESULT_DIR)) == 3
+    job2 = make_job(tmp_path / "job2")
+    state.pop("queued_at")
+    state["fault"] = "http500"
+    backend = comfy_backend(url)
+    backend.start(job2)
+    elapsed = wait_finished(backend)
+    assert backend.poll().state == "failed" and "HTTP 500" in backend.status.message
+    assert elapsed < QUIET_BOUND
+    assert nothing_downloaded(job2)
+
+
+def test_comfy_download_cut_off_leaves_no_files(comfy, tmp_path):
+    url, state = comfy
+    job = make_job(tmp_path / "job")
+    state["fault_view"] = True
+    backend = comfy_backend(url)
+    backend.start(job)
+    elapsed = wait_finished(backend)
+    assert backend.poll().state == "failed" and "(GET /view)" in backend.status.message, backend.status.message
+    assert elapsed < 0.3 + AT_ONCE_BOUND  # the fake finishes after 0.3 s
+    assert nothing_downloaded(job)  # neither result/ nor result.partial/
+
+
+DYING_CLI = textwrap.dedent('''
+    """Prints progress, starts writing its result, complains on stderr, then dies as asked."""
+    import argparse, os, signal, sys, time
+    from pathlib import Path
+    p = argparse.ArgumentParser()
+    p.add_argument("--job"); p.add_argument("--out"); p.add_argument("--mode")
+    a = p.parse_args()
+    if a.mode == "silent":
+        time.sleep(60)
+    print("progress 0.30 timestep 1", flush=True)
+    out = Path(a.out); out.mkdir()
+    (out / "manifest.json").write_text('{"format": "fuse4d-4d", "frames": ["frame_0000.ply", "frame_0001.ply"]}')
+    (out / "frame_0000.ply").write_bytes(b"ply\\nformat binary_little_endian 1.0\\n")
+    print("CUDA error: an illegal memory access was encountered", file=sys.stderr, flush=True)
+    if a.mode == "self":
+        os.kill(os.getpid(), signal.SIGKILL)
+    print("waiting", flush=True)
+    time.sleep(60)
+''')
+
+
+def cli_backend(tmp_path, mode, quiet=600.0):
+    script = tmp_path / "dying_cli.py"
+    script.write_text(DYING_CLI)
+    job = make_job(tmp_path / "job")
+    backend = backends.LocalCLIBackend(sys.executable, [str(script)], extra_args=["--mode", mode],
+                                       deadline=backends.Deadline(quiet_seconds=quiet))
+    backend.started_at = time.monotonic()
+    backend.start(job)
+    return backend, job
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_cli_killing_itself_reports_the_signal_and_its_last_lines(tmp_path):
+    backend, job = cli_backend(tmp_path, "self")
+    elapsed = wait_finished(backend)
+    status = backend.poll()
+    assert status.state == "failed"
+    assert "killed by SIGKILL" in status.message and "illegal memory access" in status.message, status.message
+    assert elapsed < 15.0  # interpreter start on a loaded machine; the death itself is seen in one poll
+    assert not (job / backends.RESULT_DIR).exists()  # the half-written result is not left to be read
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_cli_killed_from_outside_is_reported_at_the_next_poll(tmp_path):
+    backend, job = cli_backend(tmp_path, "outside")
+    started = time.monotonic()
+    while "waiting" not in backend.status.log:
+        assert time.monotonic() - started < 15 and backend.poll().state == "running", backend.status.message
+        time.sleep(0.02)
+    os.kill(backend._proc.pid, signal.SIGKILL)
+    elapsed = wait_finished(backend)
+    assert backend.poll().state == "failed" and "killed by SIGKILL" in backend.status.message
+    assert "illegal memory access" in backend.status.message  # stderr is in the tail
+    assert elapsed < 2.5  # process exit seen at once; the output reader is joined for at most 2 s
+    assert not (job / backends.RESULT_DIR).exists()
+
+
+def test_silent_cli_is_stopped_at_the_quiet_deadline(tmp_path):
+    backend, job = cli_backend(tmp_path, "silent", quiet=1.0)
+    wait_finished(backend)
+    elapsed = time.monotonic() - backend.started_at
+    assert backend.poll().state == "failed"
+    assert "no sign of life for 1 s; stopped it" in backend.status.message, backend.status.message
+    assert 1.0 <= elapsed < 1.0 + 5.0 + 2.0  # quiet + SIGTERM grace + slack
+    assert backend._proc.poll() is not None
+
+
+def test_exit_descriptions():
+    assert backends.exit_description(3) == "exit code 3"
+    assert backends.exit_description(-9) == "killed by SIGKILL"
+    assert backends.exit_description(-15) == "killed by SIGTERM"
 
 
 def test_comfy_check_before_queueing(comfy):
