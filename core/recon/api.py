@@ -60,7 +60,7 @@ def reconstruct_timesteps(model: torch.nn.Module, images: torch.Tensor, progress
     cameras: list[Cameras] = []
     chunk = min(V, model.cfg.dpt_frames_chunk or V)    # the heads' frames per chunk; halved on OOM
     failure = (f"out of memory even with 1 frame per chunk at {W}x{H} ({V} views x {T} timesteps); "
-               "try a smaller --width (or fewer views)")
+               "try a smaller width (fuse4d reconstruct --width) or fewer views")
     for t in range(T):
         def decode(c: int, t: int = t) -> dict:
             return model.decode(layers, H, W, heads, timesteps=slice(t, t + 1), frames_chunk=c)
