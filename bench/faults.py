@@ -37,7 +37,7 @@ def main() -> int:
             scratch = Path(tmp) / kind
             complete, torn, started = expected(kind, scratch / "expected"), [], time.perf_counter()
             for trial in range(args.kills):
-                path = scratch / f"t{trial}" / ("out" if kind in ("sequence", "job", "checkpoint") else f"out.{kind}")
+                path = scratch / f"t{trial}" / (f"out.{kind}" if kind in ("ply", "splat", "spz") else "out")
                 path.parent.mkdir(parents=True)
                 rng = random.Random(f"{kind}-{trial}")
                 inside = kill_byte(kind, rng) if trial % 2 else None  # odd: at a random written byte

@@ -63,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input: one clear line, no traceback.
         print(f"fuse4d {args._name}: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        # out of memory even at the smallest chunk: one line saying what was tried (nothing was written)
+        oom = sys.modules.get(f"{__package__}.recon.oom")
+        if oom is None or not isinstance(exc, oom.ReconstructionOutOfMemory):
+            raise
+        print(f"fuse4d {args._name}: error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             raise

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 FILE_KINDS = ("ply", "splat", "spz", "sequence", "job")
-KINDS = FILE_KINDS + ("checkpoint",)
+KINDS = FILE_KINDS + ("checkpoint", "video-model")
 
 
 def arrays(version: int):
@@ -57,6 +57,19 @@ def write(kind: str, path: Path, version: int, cache: dict) -> None:
         model = torch.nn.Linear(256, 256 * (1 + version % 2))
         torch.nn.init.constant_(model.weight, float(version))
         save_checkpoint(path, version, model, None, {"losses": [float(version)] * 1000}, keep=2)
+    elif kind == "video-model":
+        import torch
+
+        from fuse4d.core.wan.keys import WAN_TINY, build_wan_transformer
+        from fuse4d.core.wan.model_io import VideoModelConfig, save_video_model
+
+        model = cache.setdefault("video-model", build_wan_transformer(WAN_TINY))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(float(version))
+        # the versions' configs differ in size too: a torn config.json cannot pass for either
+        save_video_model(path, model, VideoModelConfig(wan=WAN_TINY, extra={"version": version,
+                                                                             "pad": "x" * (1000 * version)}))
     else:
         raise ValueError(kind)
 
@@ -87,6 +100,14 @@ def state(kind: str, path: Path) -> str:
         if not (model["weight"] == float(step)).all() or model["weight"].shape[0] != 256 * (1 + step % 2):
             raise AssertionError(f"checkpoint {latest.name} does not hold step {step}'s weights")
         return f"step-{step}"
+    elif kind == "video-model":
+        from fuse4d.core.wan.model_io import load_video_model
+
+        model, config = load_video_model(path)
+        version = config.extra["version"]
+        if not all((p == float(version)).all() for p in model.parameters()):
+            raise AssertionError(f"{path}: the weights are not version {version}'s, its config is")
+        return f"version-{version}"
     return h.hexdigest()
 
 
@@ -96,7 +117,7 @@ def expected(kind: str, scratch: Path) -> set[str]:
         return set()  # checked inside `state`: the latest complete checkpoint holds its own step
     out, cache = set(), {}
     for version in (0, 1):
-        target = scratch / f"v{version}" / ("out" if kind in ("sequence", "job") else f"out.{kind}")
+        target = scratch / f"v{version}" / ("out" if kind in ("sequence", "job", "video-model") else f"out.{kind}")
         write(kind, target, version, cache)
         out.add(state(kind, target))
     return out

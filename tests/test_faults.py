@@ -22,9 +22,9 @@ posix_only = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and RLIMIT_F
 
 
 def kill_byte(kind: str, rng: random.Random) -> int:
-    """A random byte within the next version's Python-level writes (a checkpoint's are its JSON:
-    safetensors writes its tensors itself)."""
-    return rng.randrange(1, 20_000 if kind == "checkpoint" else 6_000_000)
+    """A random byte within the next version's Python-level writes (a checkpoint's and a video
+    model's are their JSON: safetensors writes its tensors itself)."""
+    return rng.randrange(1, {"checkpoint": 20_000, "video-model": 4_000}.get(kind, 6_000_000))
 
 
 def kill_during_writes(kind: str, path: Path, rng: random.Random, window: float = 0.4,
@@ -46,11 +46,11 @@ def kill_during_writes(kind: str, path: Path, rng: random.Random, window: float 
 
 
 @posix_only
-@pytest.mark.parametrize("kind", FILE_KINDS + ("checkpoint",))
+@pytest.mark.parametrize("kind", FILE_KINDS + ("checkpoint", "video-model"))
 def test_sigkill_during_a_writer_leaves_the_old_or_the_new_output(tmp_path, kind):
     complete = expected(kind, tmp_path / "expected")
     for trial in range(TRIALS):
-        path = tmp_path / f"trial{trial}" / ("out" if kind in ("sequence", "job", "checkpoint") else f"out.{kind}")
+        path = tmp_path / f"trial{trial}" / (f"out.{kind}" if kind in ("ply", "splat", "spz") else "out")
         path.parent.mkdir()
         rng = random.Random(f"{kind}-{trial}")
         # odd trials: killed at a random byte of the next version's writes (inside a writer for sure)
@@ -178,3 +178,42 @@ def test_an_injected_enospc_is_one_clear_line_and_nothing_is_left(tmp_path, monk
     err = capsys.readouterr().err
     assert err.startswith("fuse4d convert: error: out of disk space, nothing was written") and err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ply"]
+
+
+def test_a_video_model_update_failing_after_the_weights_leaves_the_old_pair_and_keeps_other_files(
+        tmp_path, monkeypatch):
+    from fuse4d.core.wan import model_io
+    from fuse4d.core.wan.keys import WAN_TINY, build_wan_transformer
+
+    def model_of(value: float):
+        model = build_wan_transformer(WAN_TINY)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(value)
+        return model
+
+    folder = tmp_path / "model"
+    model_io.save_video_model(folder, model_of(1.0), model_io.VideoModelConfig(wan=WAN_TINY, extra={"v": 1}))
+    (folder / "record.json").write_text('{"what": "an export record"}')    # what export_tiny writes beside
+    (folder / "check").mkdir()
+    (folder / "check" / "grid.png").write_bytes(b"png")
+
+    def config_write_fails(obj, fp, **kwargs):  # the new weights are written by now; the config fails
+        written = Path(fp.name)
+        assert written.name.startswith("config.json") and (written.parent / "model.safetensors").stat().st_size > 0
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(model_io.json, "dump", config_write_fails)
+    with pytest.raises(OSError, match="Input/output"):
+        model_io.save_video_model(folder, model_of(2.0), model_io.VideoModelConfig(wan=WAN_TINY, extra={"v": 2}))
+    monkeypatch.undo()
+    model, config = model_io.load_video_model(folder)
+    assert config.extra == {"v": 1} and all((p == 1.0).all() for p in model.parameters())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]        # no temporary folder left
+    # a successful update swaps in the new pair and keeps the folder's other files
+    model_io.save_video_model(folder, model_of(2.0), model_io.VideoModelConfig(wan=WAN_TINY, extra={"v": 2}))
+    model, config = model_io.load_video_model(folder)
+    assert config.extra == {"v": 2} and all((p == 2.0).all() for p in model.parameters())
+    assert sorted(p.name for p in folder.iterdir()) == ["check", "config.json", "model.safetensors", "record.json"]
+    assert (folder / "check" / "grid.png").read_bytes() == b"png"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

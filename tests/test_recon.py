@@ -455,3 +455,74 @@ def test_shipped_tiny_reconstructor_beats_the_untrained_model_on_a_held_out_scen
     trained = evaluate(m, **kwargs)["psnr_heldout"]
     untrained = evaluate(build_model(cfg), **kwargs)["psnr_heldout"]
     assert trained > untrained + 1.5, (trained, untrained)
+
+
+# --- out of memory in the heads ----------------------------------------------------------------
+
+def _cuda_oom():
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def _cpu_oom():
+    torch.empty(2 ** 50, dtype=torch.uint8)  # 1 PiB, beyond any address space: the CPU allocator's own error
+
+
+def _heads_fail_above(monkeypatch, limit: int, fail, seen: list[int]):
+    """Every dense-head chunk of more than `limit` frames runs out of memory (`fail` raises)."""
+    from fuse4d.core.recon.dpt import DPTHead
+
+    real = DPTHead._chunk
+
+    def chunk(self, feats, H, W):
+        seen.append(feats[0].shape[0])
+        if feats[0].shape[0] > limit:
+            fail()
+        return real(self, feats, H, W)
+
+    monkeypatch.setattr(DPTHead, "_chunk", chunk)
+
+
+@pytest.mark.parametrize("fail", [_cuda_oom, _cpu_oom], ids=["cuda-error", "cpu-allocator"])
+def test_out_of_memory_in_the_heads_retries_with_smaller_chunks_and_same_result(
+        tiny_checkpoint, monkeypatch, caplog, fail):
+    import logging
+
+    from fuse4d.core.recon import load_reconstructor, reconstruct_grid
+
+    m = load_reconstructor(tiny_checkpoint)
+    assert m.cfg.dpt_frames_chunk >= 4
+    images = _grid(V=4, T=2, H=28, W=42, seed=5)[0]
+    ref_frames, ref_cams = reconstruct_grid(m, images)
+    seen: list[int] = []
+    _heads_fail_above(monkeypatch, 1, fail, seen)
+    with caplog.at_level(logging.WARNING, logger="fuse4d.core.recon.oom"):
+        frames, cams = reconstruct_grid(m, images)
+    retries = [r.getMessage() for r in caplog.records if r.name == "fuse4d.core.recon.oom"]
+    assert len(retries) == 2 and "2 frame(s) per chunk" in retries[0] and "1 frame(s) per chunk" in retries[1]
+    assert seen[:2] == [4, 2] and set(seen[2:]) == {1}   # 4 -> 2 -> 1, then the next timestep starts at 1
+    for got, ref in zip(frames, ref_frames):
+        for name in ("means", "quats", "log_scales", "opacity_logits", "sh"):
+            torch.testing.assert_close(getattr(got, name), getattr(ref, name), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cams.viewmats, ref_cams.viewmats)
+
+
+def test_out_of_memory_at_one_frame_per_chunk_is_one_clear_error_and_writes_nothing(
+        tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    from fuse4d.core.cli import main
+
+    _write_grid(tmp_path / "frames", V=2, T=2)
+    seen: list[int] = []
+    _heads_fail_above(monkeypatch, 0, _cuda_oom, seen)
+    out = tmp_path / "seq"
+    assert main(["reconstruct", str(tmp_path / "frames"), "--views", "2", "--out", str(out),
+                 "--weights", str(tiny_checkpoint)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]   # not the progress bar
+    assert len(errors) == 1 and "--width" in errors[0]
+    assert errors[0].startswith("fuse4d reconstruct: error: out of memory even with 1 frame per chunk at 56x42")
+    assert seen == [2, 1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]   # no output, no temporary left
+    # other errors are not taken for out of memory
+    from fuse4d.core.recon.oom import run_with_oom_retry
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        run_with_oom_retry(lambda c: (_ for _ in ()).throw(RuntimeError("shape mismatch")), 4, "unused")

@@ -9,8 +9,10 @@ from .api import (inference_memory, load_reconstructor, reconstruct_grid, save_r
 from .config import VGGTConfig, full, preset, tiny
 from .gaussian_head import pixel_gaussians
 from .model import VGGT4D, parameter_group, replace_camera_tokens
+from .oom import ReconstructionOutOfMemory
 from .weights import LoadReport, WeightsError, convert, load_vggt_weights, save_weights
 
 __all__ = ["load_reconstructor", "reconstruct_grid", "inference_memory", "write_tiny_reconstructor", "save_reconstructor",
            "VGGTConfig", "full", "tiny", "preset", "VGGT4D", "parameter_group", "replace_camera_tokens",
-           "pixel_gaussians", "load_vggt_weights", "convert", "save_weights", "LoadReport", "WeightsError"]
+           "pixel_gaussians", "load_vggt_weights", "convert", "save_weights", "LoadReport", "WeightsError",
+           "ReconstructionOutOfMemory"]

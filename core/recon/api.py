@@ -18,6 +18,7 @@ from .config import tiny
 from .frames import fit_to_patch
 from .model import VGGT4D
 from .model_api import save_reconstructor
+from .oom import run_with_oom_retry
 from .weights import load_vggt_weights
 
 
@@ -57,8 +58,14 @@ def reconstruct_timesteps(model: torch.nn.Module, images: torch.Tensor, progress
     layers = model.encode(grid)
     frames: list[Gaussians] = []
     cameras: list[Cameras] = []
+    chunk = min(V, model.cfg.dpt_frames_chunk or V)    # the heads' frames per chunk; halved on OOM
+    failure = (f"out of memory even with 1 frame per chunk at {W}x{H} ({V} views x {T} timesteps); "
+               "try a smaller width (fuse4d reconstruct --width) or fewer views")
     for t in range(T):
-        out = model.decode(layers, H, W, heads, timesteps=slice(t, t + 1))
+        def decode(c: int, t: int = t) -> dict:
+            return model.decode(layers, H, W, heads, timesteps=slice(t, t + 1), frames_chunk=c)
+
+        out, chunk = run_with_oom_retry(decode, chunk, failure)   # later timesteps keep the smaller chunk
         frames.append(model.gaussians(grid[:, :, t:t + 1], out, analytic=not head)[0][0])
         cameras.append(model.cameras(out, W, H)[0][0])
         if progress is not None:
@@ -91,7 +98,8 @@ def reconstruct_grid(model: torch.nn.Module, images: torch.Tensor, progress: Cal
     """images [V, T, 3, H, W] in [0, 1], any size (resized to `width`, default the model's img_size,
     with a patch-multiple height, like the CLI) -> (T Gaussians, one per timestep, of all V views in
     the first camera's frame; Cameras of the V views at the size the Gaussians were made for).
-    The backbone runs once over the grid, then the heads per timestep; `progress()` is called with
+    The backbone runs once over the grid, then the heads per timestep (out of memory there: retried
+    with half the frames per chunk down to one, then ReconstructionOutOfMemory); `progress()` is called with
     no arguments after each timestep (it may raise to interrupt). analytic=None: the Gaussian head
     if the model has one, Gaussians from depth and pixels otherwise."""
     frames, cameras = reconstruct_timesteps(model, images, progress, analytic, width)

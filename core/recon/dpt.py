@@ -115,10 +115,12 @@ class DPTHead(nn.Module):
         out = F.interpolate(out, size=(h * self.patch_size, w * self.patch_size), mode="bilinear", align_corners=True)
         return s.output_conv2(self._with_pos(out, W / H))
 
-    def forward(self, tokens: list[torch.Tensor | None], patch_start: int, H: int, W: int) -> torch.Tensor:
-        """tokens: per layer [N, P, C] (N frames) -> raw per-pixel outputs [N, H, W, out_dim]."""
+    def forward(self, tokens: list[torch.Tensor | None], patch_start: int, H: int, W: int,
+                frames_chunk: int | None = None) -> torch.Tensor:
+        """tokens: per layer [N, P, C] (N frames) -> raw per-pixel outputs [N, H, W, out_dim], computed
+        `frames_chunk` frames at a time (default the configured chunk; 0 = all at once)."""
         n = tokens[self.layers[0]].shape[0]
-        step = self.frames_chunk or n
+        step = (self.frames_chunk if frames_chunk is None else frames_chunk) or n
         outs = []
         for a in range(0, n, step):
             feats = [tokens[i][a:a + step, patch_start:].float() for i in self.layers]  # fp32 per chunk

@@ -89,9 +89,10 @@ class VGGT4D(nn.Module):
         return layers
 
     def decode(self, layers: list[torch.Tensor | None], H: int, W: int, heads: tuple[str, ...] | None = None,
-               timesteps: slice = slice(None)) -> dict:
+               timesteps: slice = slice(None), frames_chunk: int | None = None) -> dict:
         """The heads on encoded layers, for the timesteps in `timesteps` (all by default): a dict of
-        [B, V, t, ...] tensors (see `forward`). Decoding a few timesteps at a time bounds head memory."""
+        [B, V, t, ...] tensors (see `forward`). Decoding a few timesteps at a time bounds head memory;
+        `frames_chunk` overrides how many frames the dense heads run at once (cfg.dpt_frames_chunk)."""
         wanted = set(heads) if heads is not None else {"camera", "depth", "point", "gaussian"}
         last = layers[-1]
         B, T_all, V = last.shape[:3]
@@ -115,13 +116,13 @@ class VGGT4D(nn.Module):
             flat = [None if x is None else x.reshape(B * T * V, *x.shape[3:]) for x in layers]
             start = self.aggregator.patch_start_idx
             if self.depth_head is not None and "depth" in wanted:
-                d, conf = activate_dense(self.depth_head(flat, start, H, W), "exp")
+                d, conf = activate_dense(self.depth_head(flat, start, H, W, frames_chunk), "exp")
                 out["depth"], out["depth_conf"] = to_bvt(d), to_bvt(conf)
             if self.point_head is not None and "point" in wanted:
-                p, conf = activate_dense(self.point_head(flat, start, H, W), "inv_log")
+                p, conf = activate_dense(self.point_head(flat, start, H, W, frames_chunk), "inv_log")
                 out["world_points"], out["world_points_conf"] = to_bvt(p), to_bvt(conf)
             if self.gaussian_head is not None and "gaussian" in wanted:
-                out["gaussian_raw"] = to_bvt(self.gaussian_head(flat, start, H, W))
+                out["gaussian_raw"] = to_bvt(self.gaussian_head(flat, start, H, W, frames_chunk))
         return out
 
     def forward(self, images: torch.Tensor, heads: tuple[str, ...] | None = None) -> dict:

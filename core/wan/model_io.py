@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -45,20 +46,46 @@ class VideoModelConfig:
         return cls(**d)
 
 
+WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+
+
+def _keep_other_files(folder: str, into: str) -> None:
+    """The folder's files other than the weights and config (an export's record.json, check images,
+    licence files), hard-linked (copied where links fail) into the new folder."""
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    for entry in os.scandir(folder):
+        if entry.name in (WEIGHTS_FILE, CONFIG_FILE) or entry.name.endswith((".tmp", ".partial")):
+            continue
+        target = os.path.join(into, entry.name)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.copytree(entry.path, target, symlinks=True, copy_function=link)
+        elif entry.is_symlink():
+            os.symlink(os.readlink(entry.path), target)
+        else:
+            link(entry.path, target)
+
+
 def save_video_model(folder: str | os.PathLike, model: torch.nn.Module, config: VideoModelConfig) -> None:
-    """Write config.json and model.safetensors (temp names, then renamed)."""
+    """Write config.json and model.safetensors into a new folder beside `folder` (with the folder's
+    other files) and swap it in at once: a kill at any moment leaves the old pair or the new one,
+    never new weights with an old config."""
     from safetensors.torch import save_file
 
+    from ..io import atomic_folder
+
     folder = os.fspath(folder)
-    os.makedirs(folder, exist_ok=True)
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = os.path.join(folder, "model.safetensors.tmp")
-    save_file(sd, tmp, metadata={"format": "pt", "fuse4d": "video-model"})
-    os.replace(tmp, os.path.join(folder, "model.safetensors"))
-    tmp = os.path.join(folder, "config.json.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(config.to_dict(), f, indent=2)
-    os.replace(tmp, os.path.join(folder, "config.json"))
+    with atomic_folder(folder) as tmp:
+        if os.path.isdir(folder):
+            _keep_other_files(folder, os.fspath(tmp))
+        save_file(sd, os.path.join(tmp, WEIGHTS_FILE), metadata={"format": "pt", "fuse4d": "video-model"})
+        with open(os.path.join(tmp, CONFIG_FILE), "w", encoding="utf-8") as f:
+            json.dump(config.to_dict(), f, indent=2)
 
 
 def load_video_model(folder: str | os.PathLike, device: torch.device | str = "cpu",
@@ -68,7 +95,7 @@ def load_video_model(folder: str | os.PathLike, device: torch.device | str = "cp
     `dtype`: "auto" samples in bf16 on CUDA (fp16 before Ampere) and keeps the stored dtype on the CPU;
     None keeps the stored dtype everywhere; or a torch dtype."""
     folder = os.fspath(folder)
-    cfg_path = os.path.join(folder, "config.json")
+    cfg_path = os.path.join(folder, CONFIG_FILE)
     if not os.path.exists(cfg_path):
         raise FileNotFoundError(f"{folder}: no config.json (not a Fuse4D video model folder)")
     with open(cfg_path, encoding="utf-8") as f:
@@ -76,7 +103,7 @@ def load_video_model(folder: str | os.PathLike, device: torch.device | str = "cp
     from .attention_processor import SYNC_NAME, add_sync_layers
     from .keys import read_state_dict
 
-    sd = read_state_dict(os.path.join(folder, "model.safetensors"))
+    sd = read_state_dict(os.path.join(folder, WEIGHTS_FILE))
     sync = {k: sd.pop(k) for k in [k for k in sd if f".{SYNC_NAME}." in k]}
     if dtype == "auto":
         from ..precision import half_dtype
