@@ -63,12 +63,15 @@ class Deadline:
     def sign_of_life(self) -> None:
         self.alive = time.monotonic()
 
+    def over_time(self) -> bool:
+        """The whole job took longer than `max_seconds`."""
+        return self.max_seconds is not None and time.monotonic() - self.started > self.max_seconds
+
     def exceeded(self) -> str | None:
         """Why the job must stop now, or None."""
-        now = time.monotonic()
-        if self.max_seconds is not None and now - self.started > self.max_seconds:
+        if self.over_time():
             return f"took longer than the job limit of {self.max_seconds:g} s"
-        if now - self.alive > self.quiet_seconds:
+        if time.monotonic() - self.alive > self.quiet_seconds:
             return f"showed no sign of life for {self.quiet_seconds:g} s"
         return None
 
@@ -466,8 +469,7 @@ class ComfyUIBackend(Backend):
         while not self._cancel.is_set():
             why = self.deadline.exceeded()
             if why:
-                if self.deadline.max_seconds is not None and time.monotonic() - self.deadline.started > \
-                        self.deadline.max_seconds:
+                if self.deadline.over_time():  # the server is alive but too slow: stop our prompt there
                     self._drop_prompt()
                 raise BackendError(f"ComfyUI at {self.url} {why}" + (f" (last: {last_error})" if last_error else ""))
             try:
