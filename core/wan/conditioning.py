@@ -45,10 +45,10 @@ def reference_term(reference: torch.Tensor, mask: torch.Tensor, broadcast: bool 
     return out
 
 
-def concat_channels(channels: int, position: bool = False, view_change: bool = False) -> int:
+def concat_channels(channels: int, position: bool = False, view_change: bool = False, grid: bool = False) -> int:
     """Model input channels of channel conditioning for `channels` latent channels (+ 2 position channels,
-    + `channels` for the fixed-view video's change)."""
-    return 2 * channels + 1 + (2 if position else 0) + (channels if view_change else 0)
+    + `channels` for the fixed-view video's change, + 2 grid channels)."""
+    return 2 * channels + 1 + (2 if position else 0) + (channels if view_change else 0) + (2 if grid else 0)
 
 
 def fixed_view_change(reference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -74,11 +74,25 @@ def position_channels(frames: int, h: int, w: int, dtype=torch.float32, device=N
     return grid[None, :, None].expand(1, 2, frames, h, w)
 
 
+def grid_channels(views: int, frames: int, h: int, w: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """[1, 2, views * frames, h, w]: the cell's view and time index, each spread over [-1, 1]. RoPE gives
+    only the offset between two tokens, so without these a token of view 2 cannot tell itself from one
+    of view 1, and where view 0's content lands in its own image depends on which view it is (a fixed
+    rig's view-to-view correspondence). Inputs only: no attention weights."""
+    v = torch.linspace(-1, 1, views, dtype=dtype, device=device) if views > 1 else torch.zeros(1, dtype=dtype,
+                                                                                            device=device)
+    t = torch.linspace(-1, 1, frames, dtype=dtype, device=device) if frames > 1 else torch.zeros(1, dtype=dtype,
+                                                                                              device=device)
+    vt = torch.stack(torch.meshgrid(v, t, indexing="ij")).reshape(2, views * frames)   # [2, V*T]
+    return vt[None, :, :, None, None].expand(1, 2, views * frames, h, w)
+
+
 def concat_input(x: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, position: bool = False,
-                 view_change: bool = False) -> torch.Tensor:
-    """[B, C, V*T, h, w] noisy latents -> [B, 2C + 1 (+ 2) (+ C), V*T, h, w]: + references (broadcast over
-    each view's time from its t = 0 cell) + a flag channel, 1 on conditioned cells (+ position channels)
-    (+ the fixed-view video's change, `fixed_view_change`)."""
+                 view_change: bool = False, grid: bool = False) -> torch.Tensor:
+    """[B, C, V*T, h, w] noisy latents -> [B, 2C + 1 (+ 2) (+ C) (+ 2), V*T, h, w]: + references (broadcast
+    over each view's time from its t = 0 cell) + a flag channel, 1 on conditioned cells (+ position
+    channels) (+ the fixed-view video's change, `fixed_view_change`) (+ the cell's view and time,
+    `grid_channels`)."""
     B, _, F_, h, w = x.shape
     ref = reference_term(reference.to(x.dtype), mask, broadcast=True)
     ref = ref.expand(B, -1, -1, -1, -1) if ref.shape[0] == 1 else ref
@@ -89,6 +103,8 @@ def concat_input(x: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, p
     if view_change:
         change = fixed_view_change(reference.to(x.dtype), mask)
         parts.append(change.expand(B, -1, -1, -1, -1) if change.shape[0] == 1 else change)
+    if grid:
+        parts.append(grid_channels(*mask.shape, h, w, x.dtype, x.device).expand(B, -1, -1, -1, -1))
     return torch.cat(parts, dim=1)
 
 

@@ -29,6 +29,7 @@ class VideoModelConfig:
     concat_reference: bool = False         # channel conditioning: input [noisy, references, flag], 2C + 1 channels
     position_channels: bool = False        # with concat_reference: + the token's image x, y (2 channels)
     view_change_channels: bool = False     # with concat_reference: + the fixed-view video's change (C channels)
+    grid_channels: bool = False            # with concat_reference: + the cell's view and time index (2 channels)
     prediction: str = "velocity"           # network output: "velocity" (Wan) | "reference-residual" (flow.py)
     flow_shift: float = 5.0
     attention: str = "fused"               # "fused", a study baseline ("sequential" | "parallel"), or "time"

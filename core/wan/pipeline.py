@@ -123,7 +123,8 @@ def generate_4d(model: torch.nn.Module, codec, config: Generate4DConfig, prompt_
     if cfg.height % (sf * ph) or cfg.width % (sf * pw):
         raise ValueError(f"size {cfg.height}x{cfg.width} must be a multiple of {sf * ph}x{sf * pw} "
                          "(codec downsampling x patch size)")
-    in_channels = (concat_channels(codec.channels, vcfg.position_channels, vcfg.view_change_channels)
+    in_channels = (concat_channels(codec.channels, vcfg.position_channels, vcfg.view_change_channels,
+                                   vcfg.grid_channels)
                    if vcfg.concat_reference else codec.channels)
     if in_channels != model.config.in_channels:
         raise ValueError(f"codec has {codec.channels} latent channels ({in_channels} model inputs), the model "
@@ -179,7 +180,8 @@ def generate_4d(model: torch.nn.Module, codec, config: Generate4DConfig, prompt_
                 t = torch.full((batch,), s * 1000.0, device=device)
                 if vcfg.per_token_timestep and has_ref:
                     t = token_timesteps(mask, t, tokens_per_frame)
-                inp = (concat_input(x, ref, mask, vcfg.position_channels, vcfg.view_change_channels)
+                inp = (concat_input(x, ref, mask, vcfg.position_channels, vcfg.view_change_channels,
+                                     vcfg.grid_channels)
                        if vcfg.concat_reference else x)
                 out = model(inp.expand(batch, *inp.shape[1:]).to(dtype), t, text).sample.float()
                 # batch row 0 = prompt, row 1 = negative/empty: v = v_neg + g (v_pos - v_neg)

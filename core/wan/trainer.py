@@ -76,6 +76,7 @@ class TrainVideoConfig:
     grad_clip: float = 1.0
     noise: str = "logit-normal"
     loss_weight: str = "velocity"      # reference-residual models: "velocity" (x0 error / s) | "x0" (x0 error)
+    motion_weight: float = 0.0         # extra loss weight where the target differs from its view's t = 0 frame
     train: str = "attn"                # "attn" | "lora" | "full"
     lora_rank: int = 16
     lora_alpha: float | None = None
@@ -461,11 +462,14 @@ def _train(cfg: TrainVideoConfig) -> dict:
             t = token_timesteps(mask, t, (x0.shape[-2] // ph) * (x0.shape[-1] // pw))
         if cfg.model.patch_embed_conditioning:
             set_reference(core, reference_term(x0, mask) if mask.any() else None)
-        inp = (concat_input(x_in, x0, mask, cfg.model.position_channels, cfg.model.view_change_channels)
+        inp = (concat_input(x_in, x0, mask, cfg.model.position_channels, cfg.model.view_change_channels,
+                            cfg.model.grid_channels)
                if cfg.model.concat_reference else x_in)
         with torch.autocast(device.type, dtype=half or torch.bfloat16, enabled=half is not None):
             pred = model(inp, t, text).sample.float()
         weight = (~mask).reshape(1, 1, -1, 1, 1).float()
+        if cfg.motion_weight:
+            weight = weight * (1.0 + cfg.motion_weight * moving_latents(x0.float(), views))
         if cfg.model.prediction == "velocity":
             err = F.mse_loss(pred, (noise - x0).float(), reduction="none") * weight
         else:  # the velocity error is the x0 error / s; s >= 0.1 keeps the rare tiny s from dominating
@@ -500,6 +504,15 @@ def _train(cfg: TrainVideoConfig) -> dict:
         torch.distributed.barrier()
     return {"losses": losses, "step": cfg.steps, "model_dir": model_dir, "device": str(device),
             "precision": "bf16" if half else "fp32", "checkpointing": checkpointing, **spent()}
+
+
+def moving_latents(x0: torch.Tensor, views: int, threshold: float = 0.1) -> torch.Tensor:
+    """[B, 1, V*T, h, w] float, 1 where some channel of a cell's latent differs from its view's t = 0
+    latent by more than `threshold` (0.05 in [0, 1] pixels for the pixel codec): where the answer is
+    motion. Most of a grid is static background; weighting these up spends the loss on the motion."""
+    x = x0.unflatten(2, (views, -1))
+    change = (x - x[:, :, :, :1]).abs().amax(1, keepdim=True) > threshold
+    return change.flatten(2, 3).float()
 
 
 def _merge_lora_state(sd: dict, scale: float) -> dict:
