@@ -161,3 +161,26 @@ def test_fixed_view_change_channels_carry_only_the_given_video():
     assert not fixed_view_change(ref, row).any()                     # no video given: nothing to carry
     inp = concat_input(torch.zeros_like(ref), ref, both, position=True, view_change=True)
     assert inp.shape[1] == concat_channels(3, position=True, view_change=True) == 12
+
+
+def test_grid_channels_tell_a_token_its_view_and_time():
+    from fuse4d.core.wan.conditioning import cell_mask, concat_channels, concat_input
+
+    x = torch.zeros(1, 3, 3 * 2, 2, 2)                               # 3 views x 2 frames, view-major
+    inp = concat_input(x, torch.zeros_like(x), cell_mask(3, 2, True, True), position=True, grid=True)
+    assert inp.shape[1] == concat_channels(3, position=True, grid=True) == 11
+    views, times = inp[0, -2, :, 0, 0], inp[0, -1, :, 0, 0]
+    assert views.tolist() == [-1.0, -1.0, 0.0, 0.0, 1.0, 1.0]         # the same across a view's frames
+    assert times.tolist() == [-1.0, 1.0] * 3                         # the same across views at one time
+    assert torch.equal(inp[0, -2:, :, 0, 0], inp[0, -2:, :, 1, 1])   # the same at every pixel
+
+
+def test_motion_weight_marks_only_what_moves():
+    from fuse4d.core.wan.trainer import moving_latents
+
+    x0 = torch.zeros(1, 2, 2 * 3, 2, 2)                              # 2 views x 3 frames
+    x0[0, 1, 4, 1, 0] = 0.5                                          # view 1, t = 1: one latent pixel changed
+    x0[0, 0, 0] = 0.3                                                # view 0's t = 0 differs from its later frames
+    moving = moving_latents(x0, views=2)[0, 0]
+    assert moving[4, 1, 0] == 1 and moving[4].sum() == 1 and moving[3].sum() == 0 and moving[5].sum() == 0
+    assert moving[0].sum() == 0 and moving[1].sum() == 4 and moving[2].sum() == 4

@@ -414,6 +414,39 @@ def test_channel_conditioning_and_reference_residual_sampling():
     assert torch.allclose(out.frames, row[:, None].expand_as(out.frames), atol=1.5 / 255)
 
 
+def test_reference_warp_moves_the_reference_and_starts_static():
+    """"reference-warp": x0 = the broadcast reference sampled along the predicted flow + a residual. A zero
+    output is the static copy; a flow of one latent pixel with the pixel codec shifts the unfolded image
+    by `fold` pixels; the pyramid loss still sees a displacement that misses at full resolution."""
+    import torch.nn.functional as F
+
+    from fuse4d.core.wan.flow import output_channels, predicted_x0, to_velocity, warp
+    from fuse4d.core.wan.trainer import weighted_mse
+
+    base = torch.rand(1, 12, 3, 4, 4, generator=torch.Generator().manual_seed(1))   # 3 frames, fold 2
+    assert output_channels(12, "reference-warp") == 14 and output_channels(12, "reference-residual") == 12
+    zero = torch.zeros(1, 14, 3, 4, 4)
+    assert torch.equal(predicted_x0(zero, base, "reference-warp", fold=2), base)
+    flow = torch.zeros(1, 2, 3, 4, 4)
+    flow[:, 1] = 1.0                                                  # sample one latent pixel further down
+    shifted = F.pixel_shuffle(warp(base, flow, fold=2).transpose(1, 2)[0], 2)   # [3 frames, 3, 8, 8]
+    image = F.pixel_shuffle(base.transpose(1, 2)[0], 2)
+    assert torch.allclose(shifted[:, :, :-2], image[:, :, 2:])        # 2 pixels up, the last rows clamped
+    assert torch.allclose(shifted[:, :, -2:], image[:, :, -1:].expand(-1, -1, 2, -1))
+    out = torch.cat([torch.full((1, 12, 3, 4, 4), 0.25), flow], 1)
+    x_s = torch.randn(1, 12, 3, 4, 4)
+    v = to_velocity(out, x_s, 0.5, base, "reference-warp", fold=2)
+    assert torch.allclose(x_s - 0.5 * v, warp(base, flow, fold=2) + 0.25, atol=1e-6)
+    # a blob displaced by more than its size: the same full-resolution loss at 2 and 6 pixels off,
+    # while the pooled levels rank the nearer one better
+    truth = torch.zeros(1, 1, 1, 16, 16)
+    truth[..., 4:6, 4:6] = 1.0
+    near, far = truth.roll(2, -1), truth.roll(6, -1)
+    one = torch.ones(1, 1, 1, 1, 1)
+    assert weighted_mse(near - truth, one) == weighted_mse(far - truth, one)
+    assert weighted_mse(near - truth, one, pyramid=3) < weighted_mse(far - truth, one, pyramid=3)
+
+
 # ---------------------------------------------------------------- the shipped tiny model
 
 def test_shipped_tiny_model_loads_and_reproduces_its_record():

@@ -30,10 +30,15 @@ class VideoModelConfig:
     position_channels: bool = False        # with concat_reference: + the token's image x, y (2 channels)
     view_change_channels: bool = False     # with concat_reference: + the fixed-view video's change (C channels)
     grid_channels: bool = False            # with concat_reference: + the cell's view and time index (2 channels)
-    prediction: str = "velocity"           # network output: "velocity" (Wan) | "reference-residual" (flow.py)
+    prediction: str = "velocity"           # network output: "velocity" (Wan) | "reference-residual" | "reference-warp" (flow.py)
     flow_shift: float = 5.0
     attention: str = "fused"               # "fused", a study baseline ("sequential" | "parallel"), or "time"
     extra: dict = field(default_factory=dict)  # e.g. the sampling settings a shipped model was measured with
+
+    @property
+    def fold(self) -> int:
+        """Pixels folded per latent pixel side: what a "reference-warp" output's flow is upsampled by."""
+        return self.pixel_factor if self.codec == "pixel" else 1
 
     def to_dict(self) -> dict:
         d = asdict(self)

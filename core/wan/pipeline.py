@@ -185,7 +185,7 @@ def generate_4d(model: torch.nn.Module, codec, config: Generate4DConfig, prompt_
                        if vcfg.concat_reference else x)
                 out = model(inp.expand(batch, *inp.shape[1:]).to(dtype), t, text).sample.float()
                 # batch row 0 = prompt, row 1 = negative/empty: v = v_neg + g (v_pos - v_neg)
-                out = to_velocity(out, x.expand_as(out), s, base, vcfg.prediction)
+                out = to_velocity(out, x.expand(out.shape[0], *x.shape[1:]), s, base, vcfg.prediction, vcfg.fold)
                 velocity = out[1:] + cfg.guidance * (out[:1] - out[1:]) if use_cfg else out
                 x = euler_step(x, velocity, s, s_next)
             x = replace_clean(x, ref, mask)

@@ -74,9 +74,11 @@ class TrainVideoConfig:
     lr_min: float = 0.1
     ema: float = 0.0                   # EMA decay of the exported weights (0 = export the last iterate)
     grad_clip: float = 1.0
-    noise: str = "logit-normal"
+    noise: str = "logit-normal"        # training noise levels: "logit-normal" | "uniform" | "shifted" (flow.py)
+    pure_noise: float = 0.0            # probability of noise level exactly 1 (the first sampling step)
     loss_weight: str = "velocity"      # reference-residual models: "velocity" (x0 error / s) | "x0" (x0 error)
     motion_weight: float = 0.0         # extra loss weight where the target differs from its view's t = 0 frame
+    loss_pyramid: int = 0              # + the loss on this many 2x average-pooled copies (coarse errors: large motions)
     train: str = "attn"                # "attn" | "lora" | "full"
     lora_rank: int = 16
     lora_alpha: float | None = None
@@ -384,7 +386,7 @@ def _train(cfg: TrainVideoConfig) -> dict:
         model = load_wan_transformer(cfg.init, wan, device=device, dtype=torch.float32)
     else:
         model = build_wan_transformer(wan, device=device)
-    if cfg.model.prediction == "reference-residual" and not cfg.init:
+    if cfg.model.prediction.startswith("reference-") and not cfg.init:
         with torch.no_grad():  # start as "the scene stays as given"
             model.proj_out.weight.zero_()
             model.proj_out.bias.zero_()
@@ -455,7 +457,8 @@ def _train(cfg: TrainVideoConfig) -> dict:
         drop = torch.rand(text.shape[0], generator=gen) < cfg.p_uncond
         text = torch.where(drop.to(device)[:, None, None], torch.zeros_like(text), text)
         noise = torch.randn(x0.shape, generator=noise_gen, device=device)
-        s = sample_noise_levels(x0.shape[0], cfg.noise, generator=gen).to(device)
+        s = sample_noise_levels(x0.shape[0], cfg.noise, generator=gen, shift=cfg.model.flow_shift,
+                                pure=cfg.pure_noise).to(device)
         x_in = replace_clean(add_noise(x0, noise, s), x0, mask)
         t = s * 1000.0
         if cfg.model.per_token_timestep and mask.any():
@@ -471,12 +474,12 @@ def _train(cfg: TrainVideoConfig) -> dict:
         if cfg.motion_weight:
             weight = weight * (1.0 + cfg.motion_weight * moving_latents(x0.float(), views))
         if cfg.model.prediction == "velocity":
-            err = F.mse_loss(pred, (noise - x0).float(), reduction="none") * weight
+            diff = pred - (noise - x0).float()
         else:  # the velocity error is the x0 error / s; s >= 0.1 keeps the rare tiny s from dominating
-            x0_hat = predicted_x0(pred, reference_term(x0, mask, broadcast=True), cfg.model.prediction)
+            x0_hat = predicted_x0(pred, reference_term(x0, mask, broadcast=True), cfg.model.prediction, cfg.model.fold)
             scale = s.clamp_min(0.1).view(-1, 1, 1, 1, 1) if cfg.loss_weight == "velocity" else 1.0
-            err = ((x0_hat - x0.float()) / scale) ** 2 * weight
-        loss = err.sum() / (weight.sum() * x0.shape[0] * x0.shape[1] * x0.shape[3] * x0.shape[4]).clamp_min(1)
+            diff = (x0_hat - x0.float()) / scale
+        loss = weighted_mse(diff, weight, cfg.loss_pyramid)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -504,6 +507,20 @@ def _train(cfg: TrainVideoConfig) -> dict:
         torch.distributed.barrier()
     return {"losses": losses, "step": cfg.steps, "model_dir": model_dir, "device": str(device),
             "precision": "bf16" if half else "fp32", "checkpointing": checkpointing, **spent()}
+
+
+def weighted_mse(diff: torch.Tensor, weight: torch.Tensor, pyramid: int = 0) -> torch.Tensor:
+    """Mean of diff² under `weight` (broadcast over diff [B, C, F, h, w]), plus the same on `pyramid`
+    successively 2x average-pooled copies: a displaced object costs little at full resolution once it
+    misses its place entirely, while the pooled levels still see how far off it is."""
+    loss = (diff ** 2 * weight).sum() / weight.expand_as(diff).sum().clamp_min(1)
+    for _ in range(pyramid):
+        if min(diff.shape[-2:]) < 2:
+            break
+        diff = F.avg_pool3d(diff, (1, 2, 2))
+        weight = F.avg_pool3d(weight, (1, 2, 2)) if weight.shape[-1] > 1 else weight
+        loss = loss + (diff ** 2 * weight).sum() / weight.expand_as(diff).sum().clamp_min(1)
+    return loss
 
 
 def moving_latents(x0: torch.Tensor, views: int, threshold: float = 0.1) -> torch.Tensor:
