@@ -16,9 +16,11 @@ from .splatio import (STATIC_READERS, STATIC_WRITERS, USD_SUFFIXES, Sequence4D, 
                       read_ply_folder, read_sequence, read_usd, write_sequence, write_usd)
 
 # Cycles stops at 8 transparent bounces by default: deeper splats render black. View transforms
-# other than Standard (AgX, Filmic) re-tone the splats' display colours.
+# other than Standard (AgX, Filmic) re-tone the splats' display colours. Solid shading shows each
+# splat's colour with the Attribute colour type (RNA id 'VERTEX' in 4.2-5.3), not its default Material.
 CYCLES_TRANSPARENT_BOUNCES = 256
 VIEW_TRANSFORM = "Standard"
+SOLID_COLOR_TYPE = "VERTEX"
 _DATA = ("objects", "meshes", "pointclouds", "materials", "node_groups", "actions")
 
 
@@ -49,6 +51,20 @@ def prepare_scene(scene) -> list[str]:
     return changed
 
 
+def prepare_viewports() -> list[str]:
+    """Solid shading in every 3D view of the file (all workspaces) shows the colour attribute, i.e.
+    the splat colours (nodes.SOLID_COLOR); returns what was changed (for the import report)."""
+    old = {}
+    for screen in bpy.data.screens:
+        for area in screen.areas:
+            for space in area.spaces:
+                if space.type == "VIEW_3D" and space.shading.color_type != SOLID_COLOR_TYPE:
+                    items = space.shading.bl_rna.properties["color_type"].enum_items
+                    old[items[space.shading.color_type].name] = items[SOLID_COLOR_TYPE].name
+                    space.shading.color_type = SOLID_COLOR_TYPE
+    return [f"Solid view colour {' / '.join(sorted(old))} -> {next(iter(old.values()))}"] if old else []
+
+
 def make_active(obj) -> None:
     """The new object alone selected and active, so Export and the sidebar act on it."""
     layer = bpy.context.view_layer
@@ -61,7 +77,8 @@ def make_active(obj) -> None:
 
 
 def _finish(obj, adjust_scene: bool) -> None:
-    obj["fuse4d_scene_changes"] = "; ".join(prepare_scene(bpy.context.scene)) if adjust_scene else ""
+    changes = prepare_scene(bpy.context.scene) + prepare_viewports() if adjust_scene else []
+    obj["fuse4d_scene_changes"] = "; ".join(changes)
     make_active(obj)
 
 
@@ -227,4 +244,4 @@ def current_timestep(obj, frame: int | None = None) -> int | None:
 
 
 __all__ = ["atomic_output", "export_ply", "export_sequence", "import_ply", "import_sequence", "make_active",
-           "nothing_left_on_failure", "prepare_scene", "sequence_object"]
+           "nothing_left_on_failure", "prepare_scene", "prepare_viewports", "sequence_object"]

@@ -78,8 +78,9 @@ class FUSE4D_OT_import_ply(bpy.types.Operator, ImportHelper):
     scale_multiplier: FloatProperty(name="Scale Multiplier", default=1.0, min=0.0)
     viewport_subsample: FloatProperty(name="Viewport Subsample", default=1.0, min=0.0, max=1.0)
     adjust_scene: BoolProperty(name="Set Render Settings", default=True,
-                               description="Raise Cycles transparent bounces and use the Standard view "
-                                           "transform where the scene's are short (off: leave the scene as is)")
+                               description="Raise Cycles transparent bounces, use the Standard view "
+                                           "transform where the scene's are short and show the splat "
+                                           "colours in Solid view (off: leave the scene as is)")
 
     def execute(self, context):
         try:
@@ -116,8 +117,9 @@ class FUSE4D_OT_import_sequence(bpy.types.Operator, ImportHelper):
     scale_multiplier: FloatProperty(name="Scale Multiplier", default=1.0, min=0.0)
     viewport_subsample: FloatProperty(name="Viewport Subsample", default=1.0, min=0.0, max=1.0)
     adjust_scene: BoolProperty(name="Set Render Settings", default=True,
-                               description="Raise Cycles transparent bounces and use the Standard view "
-                                           "transform where the scene's are short (off: leave the scene as is)")
+                               description="Raise Cycles transparent bounces, use the Standard view "
+                                           "transform where the scene's are short and show the splat "
+                                           "colours in Solid view (off: leave the scene as is)")
 
     def execute(self, context):
         try:
@@ -356,7 +358,7 @@ class FUSE4D_PT_panel(bpy.types.Panel):
             mod = obj.modifiers[nodes.DISPLAY_MODIFIER]
             box = col.box()
             box.label(text="Display")
-            for name in ("Ellipsoids", "Scale Multiplier", "Viewport Subsample", "Render Subsample"):
+            for name in ("Ellipsoids", "Scale Multiplier", "Viewport Subsample", "Render Subsample", "Solid Colors"):
                 box.prop(*nodes.input_ui(mod, name), text=name)
             if nodes.CROP_MODIFIER in obj.modifiers:
                 crop = obj.modifiers[nodes.CROP_MODIFIER]
