@@ -478,12 +478,13 @@ def input_path(modifier, name: str) -> str:
 
 
 def add_display(obj, ellipsoids: bool = True, scale_multiplier: float = 1.0,
-                viewport_subsample: float = 1.0):
+                viewport_subsample: float = 1.0, solid_colors: bool = True):
     mod = obj.modifiers.get(DISPLAY_MODIFIER) or obj.modifiers.new(DISPLAY_MODIFIER, "NODES")
     mod.node_group = display_group()
     set_input(mod, "Ellipsoids", bool(ellipsoids))
     set_input(mod, "Scale Multiplier", float(scale_multiplier))
     set_input(mod, "Viewport Subsample", float(viewport_subsample))
+    set_input(mod, "Solid Colors", bool(solid_colors))
     set_input(mod, "Material", splat_material())
     if splat_material().name not in obj.data.materials:
         obj.data.materials.append(splat_material())

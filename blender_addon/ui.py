@@ -59,8 +59,9 @@ DISPLAY_ITEMS = [("ELLIPSOIDS", "Ellipsoids", "Oriented ellipsoids with Gaussian
 
 
 def _scene_report(obj) -> str:
-    changes = obj.get("fuse4d_scene_changes", "")
-    return f" (scene: {changes})" if changes else ""
+    """The import report's tail: scene settings changed, then the importer's note (Solid Colors off)."""
+    changes, note = obj.get("fuse4d_scene_changes", ""), obj.get("fuse4d_import_note", "")
+    return (f" (scene: {changes})" if changes else "") + (f"; {note}" if note else "")
 
 
 IMPORT_ERRORS = (OSError, ValueError, RuntimeError)  # SplatFormatError is a ValueError

@@ -149,12 +149,15 @@ def test_solid_view_shows_the_splat_colours(addon, tmp_path):
     obj = bpy.data.objects["c"]
     assert all(v.color_type == "VERTEX" for v in views)  # 'VERTEX' is the UI's "Attribute"
     assert "Solid view colour Material -> Attribute" in obj["fuse4d_scene_changes"]
+    assert sub("nodes").get_input(obj.modifiers["Fuse4D Splats"], "Solid Colors")  # static: on
     c0 = sub("splatio").SH_C0
     np.testing.assert_allclose(solid_view_colors(obj, 120), 0.5 + c0 * a.sh[:, 0], atol=1e-6)
 
     frames = make_sequence(tmp_path, counts=(30, 45), fps=24.0)
     seq = sub("importer").import_sequence(tmp_path / "seq", name="solid_seq", frame_start=1)
     assert seq["fuse4d_scene_changes"] == ""  # the views already show attributes
+    # A small sequence (largest timestep <= SOLID_COLORS_MAX_SPLATS) keeps Solid Colors on, no note.
+    assert sub("nodes").get_input(seq.modifiers["Fuse4D Splats"], "Solid Colors") and not seq["fuse4d_import_note"]
     for frame, f in ((1, frames[0]), (2, frames[1])):
         bpy.context.scene.frame_set(frame)
         np.testing.assert_allclose(solid_view_colors(seq, len(f)), 0.5 + c0 * f.sh[:, 0], atol=1e-6)
@@ -163,6 +166,42 @@ def test_solid_view_shows_the_splat_colours(addon, tmp_path):
     seq.update_tag()
     dg = bpy.context.evaluated_depsgraph_get()
     assert len(seq.evaluated_get(dg).data.points) == len(frames[1])
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+
+
+def test_large_sequence_starts_with_solid_colors_off(addon, tmp_path, monkeypatch, capfd):
+    """Issue 12: realising Solid Colors' viewport mesh costs time at every frame change, so a
+    sequence whose largest timestep has more than SOLID_COLORS_MAX_SPLATS Gaussians imports with it
+    off (instances drawn, as with the switch off) and the report line says so; the panel toggle turns
+    it back on. A static PLY keeps it on whatever its size (the threshold is lowered to 40 here)."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    importer, nodes = sub("importer"), sub("nodes")
+    monkeypatch.setattr(importer, "SOLID_COLORS_MAX_SPLATS", 40)
+    frames = make_sequence(tmp_path, counts=(30, 45), fps=24.0)
+    capfd.readouterr()
+    assert bpy.ops.fuse4d.import_sequence(filepath=str(tmp_path / "seq" / "manifest.json")) == {"FINISHED"}
+    report = capfd.readouterr()
+    obj = bpy.context.view_layer.objects.active
+    mod = obj.modifiers["Fuse4D Splats"]
+    assert nodes.get_input(mod, "Solid Colors") is False
+    note = "Solid Colors off for playback speed (45 splats per timestep); turn on in the Fuse4D panel"
+    assert obj["fuse4d_import_note"] == note
+    assert f"{obj.name}: 2 timesteps" in report.out + report.err and note in report.out + report.err
+    for frame, f in ((1, frames[0]), (2, frames[1])):  # instanced ellipsoids, nothing realised
+        bpy.context.scene.frame_set(frame)
+        dg = bpy.context.evaluated_depsgraph_get()
+        drawn = [inst.is_instance for inst in dg.object_instances if inst.parent == obj.evaluated_get(dg)]
+        assert len(drawn) == len(f) and all(drawn)
+    nodes.set_input(mod, "Solid Colors", True)  # the panel's toggle
+    obj.update_tag()
+    c0 = sub("splatio").SH_C0
+    np.testing.assert_allclose(solid_view_colors(obj, len(frames[1])), 0.5 + c0 * frames[1].sh[:, 0], atol=1e-6)
+
+    inria_plyfile(tmp_path / "big.ply", random_arrays(60, degree=0, seed=3))  # static, above 40: still on
+    assert bpy.ops.fuse4d.import_ply(filepath=str(tmp_path / "big.ply")) == {"FINISHED"}
+    static = bpy.data.objects["big"]
+    assert nodes.get_input(static.modifiers["Fuse4D Splats"], "Solid Colors") is True
+    assert "Solid Colors off" not in capfd.readouterr().out
     bpy.ops.wm.read_factory_settings(use_empty=True)
 
 
