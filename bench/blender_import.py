@@ -84,6 +84,7 @@ def main() -> int:
         peak = rss_mb() - rss0
 
     scene = bpy.context.scene
+    solid = nodes.get_input(obj.modifiers[nodes.DISPLAY_MODIFIER], "Solid Colors")  # the importer's default
     results = {}
     for mode in ("ELLIPSOIDS", "POINTS"):
         nodes.set_input(obj.modifiers[nodes.DISPLAY_MODIFIER], "Ellipsoids", mode == "ELLIPSOIDS")
@@ -107,6 +108,8 @@ def main() -> int:
     print(f"baseline read_sequence alone : {t_read:6.2f} s")
     print(f"import (read + Blender object): {t_import:6.2f} s  ({t_import / t_read:.1f}x baseline; target < 15 s)")
     print(f"peak memory added by import   : {peak:6.0f} MB (max RSS growth)")
+    print(f"Solid Colors (import default) : {'on' if solid else 'off'} "
+          f"(on up to {importer.SOLID_COLORS_MAX_SPLATS:,} Gaussians per timestep)")
     for mode, ms in results.items():
         print(f"frame change, {mode.lower():10s}: {ms:6.1f} ms median (target < 50 ms)")
     return 0

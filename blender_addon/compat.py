@@ -68,3 +68,13 @@ def modifier_input_path(modifier, identifier: str) -> str:
     """The data path of a modifier input from its object (for keyframes and F-curves)."""
     suffix = f'["{identifier}"]' if _typed_inputs(modifier) is None else f".properties.inputs.{identifier}.value"
     return f'modifiers["{modifier.name}"]{suffix}'
+
+
+def set_wildcard_name(node, pattern: str) -> None:
+    """A Remove Named Attribute node matching `pattern` ("f_*"): its `pattern_mode` property up to
+    4.5, its *Pattern Mode* menu input from 5.0."""
+    if hasattr(node, "pattern_mode"):
+        node.pattern_mode = "WILDCARD"
+    else:
+        node.inputs["Pattern Mode"].default_value = "Wildcard"
+    node.inputs["Name"].default_value = pattern

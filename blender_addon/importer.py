@@ -16,9 +16,12 @@ from .splatio import (STATIC_READERS, STATIC_WRITERS, USD_SUFFIXES, Sequence4D, 
                       read_ply_folder, read_sequence, read_usd, write_sequence, write_usd)
 
 # Cycles stops at 8 transparent bounces by default: deeper splats render black. View transforms
-# other than Standard (AgX, Filmic) re-tone the splats' display colours.
+# other than Standard (AgX, Filmic) re-tone the splats' display colours. Solid shading shows each
+# splat's colour with the Attribute colour type (RNA id 'VERTEX' in 4.2-5.3), not its default Material.
 CYCLES_TRANSPARENT_BOUNCES = 256
 VIEW_TRANSFORM = "Standard"
+SOLID_COLOR_TYPE = "VERTEX"
+SOLID_COLORS_MAX_SPLATS = 20_000  # realising costs ~0.35 s/100k splats per frame change: larger sequences start with Solid Colors off
 _DATA = ("objects", "meshes", "pointclouds", "materials", "node_groups", "actions")
 
 
@@ -49,6 +52,20 @@ def prepare_scene(scene) -> list[str]:
     return changed
 
 
+def prepare_viewports() -> list[str]:
+    """Solid shading in every 3D view of the file (all workspaces) shows the colour attribute, i.e.
+    the splat colours (nodes.SOLID_COLOR); returns what was changed (for the import report)."""
+    old = {}
+    for screen in bpy.data.screens:
+        for area in screen.areas:
+            for space in area.spaces:
+                if space.type == "VIEW_3D" and space.shading.color_type != SOLID_COLOR_TYPE:
+                    items = space.shading.bl_rna.properties["color_type"].enum_items
+                    old[items[space.shading.color_type].name] = items[SOLID_COLOR_TYPE].name
+                    space.shading.color_type = SOLID_COLOR_TYPE
+    return [f"Solid view colour {' / '.join(sorted(old))} -> {next(iter(old.values()))}"] if old else []
+
+
 def make_active(obj) -> None:
     """The new object alone selected and active, so Export and the sidebar act on it."""
     layer = bpy.context.view_layer
@@ -60,8 +77,20 @@ def make_active(obj) -> None:
     layer.objects.active = obj
 
 
+def solid_colors_default(counts: list[int]) -> tuple[bool, str]:
+    """Whether a sequence's display starts with Solid Colors on (its largest timestep has at most
+    SOLID_COLORS_MAX_SPLATS Gaussians, so realising at every frame change stays cheap enough for
+    playback), and the import report's note when it does not. Static imports realise once: always on."""
+    largest = max(counts, default=0)
+    if largest <= SOLID_COLORS_MAX_SPLATS:
+        return True, ""
+    return False, (f"Solid Colors off for playback speed ({largest} splats per timestep); "
+                   "turn on in the Fuse4D panel")
+
+
 def _finish(obj, adjust_scene: bool) -> None:
-    obj["fuse4d_scene_changes"] = "; ".join(prepare_scene(bpy.context.scene)) if adjust_scene else ""
+    changes = prepare_scene(bpy.context.scene) + prepare_viewports() if adjust_scene else []
+    obj["fuse4d_scene_changes"] = "; ".join(changes)
     make_active(obj)
 
 
@@ -85,7 +114,7 @@ def import_ply(path: str | os.PathLike, name: str | None = None, ellipsoids: boo
     with nothing_left_on_failure():
         obj = create_splat_object(name or path.stem, arrays, collection=collection)
         obj["fuse4d_source"] = str(path)
-        nodes.add_display(obj, ellipsoids, scale_multiplier, viewport_subsample)
+        nodes.add_display(obj, ellipsoids, scale_multiplier, viewport_subsample, solid_colors=True)
     _finish(obj, adjust_scene)
     return obj
 
@@ -117,7 +146,8 @@ def sequence_object(seq: Sequence4D, name: str, frame_start: int = 1, mode: str 
         if interpolate:
             nodes.set_input(time_mod, "Count", counts[0])
             nodes.set_input(time_mod, "Timesteps", len(counts))
-        nodes.add_display(obj, ellipsoids, scale_multiplier, viewport_subsample)
+        solid_colors, obj["fuse4d_import_note"] = solid_colors_default(counts)
+        nodes.add_display(obj, ellipsoids, scale_multiplier, viewport_subsample, solid_colors)
         timeline.keyframe_timesteps(obj, time_mod, len(counts), frame_start, mode, step)
         obj["fuse4d_fps"] = float(seq.fps)
         obj["fuse4d_views"] = int(seq.views)
@@ -227,4 +257,4 @@ def current_timestep(obj, frame: int | None = None) -> int | None:
 
 
 __all__ = ["atomic_output", "export_ply", "export_sequence", "import_ply", "import_sequence", "make_active",
-           "nothing_left_on_failure", "prepare_scene", "sequence_object"]
+           "nothing_left_on_failure", "prepare_scene", "prepare_viewports", "sequence_object", "solid_colors_default"]

@@ -4,6 +4,7 @@ and the node group that shows one timestep of a 4D sequence. Everything is store
 (no handlers, no Python at render time)."""
 from __future__ import annotations
 
+import bmesh
 import bpy
 
 from . import compat
@@ -19,7 +20,9 @@ TIME_MODIFIER = "Fuse4D Time"
 DISPLAY_MODIFIER = "Fuse4D Splats"
 CROP_MODIFIER = "Fuse4D Crop"
 CROP_SHAPES = ("BOX", "SPHERE")
-VERSION = 2  # bump when a group's layout changes; older groups are rebuilt
+ELLIPSOID = "Fuse4D Ellipsoid"  # the instanced shape: a mesh object outside every scene
+SOLID_COLOR = "splat_solid_color"  # the realised viewport mesh's active colour attribute (Solid view)
+VERSION = 3  # bump when a group's layout changes; older groups are rebuilt
 
 
 class Builder:
@@ -232,18 +235,53 @@ def crop_group():
     return tree
 
 
+def ellipsoid_object():
+    """The unit ico-sphere every Gaussian instances, in a mesh object linked to no scene. Its mesh
+    names SOLID_COLOR as its active and default colour attribute: realising instances passes the
+    first mesh's names on, and Geometry Nodes cannot set them otherwise, so this is what lets Solid
+    view's Attribute colour find the splat colours on the realised mesh."""
+    obj = bpy.data.objects.get(ELLIPSOID)
+    if obj is not None and obj.type == "MESH" and obj.get("fuse4d_version") == VERSION:
+        return obj
+    mesh = bpy.data.meshes.new(ELLIPSOID)
+    bm = bmesh.new()
+    try:
+        bmesh.ops.create_icosphere(bm, subdivisions=2, radius=1.0)  # what the Ico Sphere node makes
+        for face in bm.faces:
+            face.smooth = True
+        bm.to_mesh(mesh)
+    finally:
+        bm.free()
+    mesh.color_attributes.new(SOLID_COLOR, "FLOAT_COLOR", "POINT")
+    mesh.attributes.active_color_name = mesh.attributes.default_color_name = SOLID_COLOR
+    if obj is None:
+        obj = bpy.data.objects.new(ELLIPSOID, mesh)
+    else:
+        old, obj.data = obj.data, mesh
+        if old is not None and old.users == 0:
+            bpy.data.meshes.remove(old)
+    obj["fuse4d_version"] = VERSION
+    return obj
+
+
 def display_group():
     """Points -> oriented ellipsoids (ico-spheres scaled by SIGMA_EXTENT * exp(scale) * multiplier,
-    rotated by the normalised `rot`), or plain points; colour and opacity stored for the material."""
+    rotated by the normalised `rot`), or plain points; colour and opacity stored for the material.
+    In the viewport (Solid Colors on) the ellipsoids are realised into one mesh whose active colour
+    attribute SOLID_COLOR holds each splat's colour: Solid view cannot show per-instance values."""
     tree, build = _fresh_group(DISPLAY_GROUP)
+    shape = ellipsoid_object()
     if not build:
+        info = next(n for n in tree.nodes if n.bl_idname == "GeometryNodeObjectInfo")
+        if info.inputs["Object"].default_value != shape:  # the user removed the shape: a new one
+            info.inputs["Object"].default_value = shape
         return tree
     _socket(tree, "Geometry", "INPUT", "NodeSocketGeometry")
     _socket(tree, "Ellipsoids", "INPUT", "NodeSocketBool", True)
     _socket(tree, "Scale Multiplier", "INPUT", "NodeSocketFloat", 1.0, 0.0, 100.0)
     _socket(tree, "Viewport Subsample", "INPUT", "NodeSocketFloat", 1.0, 0.0, 1.0)
     _socket(tree, "Render Subsample", "INPUT", "NodeSocketFloat", 1.0, 0.0, 1.0)
-    _socket(tree, "Subdivisions", "INPUT", "NodeSocketInt", 2, 1, 5)
+    _socket(tree, "Solid Colors", "INPUT", "NodeSocketBool", True)
     _socket(tree, "Material", "INPUT", "NodeSocketMaterial")
     _socket(tree, "Geometry", "OUTPUT", "NodeSocketGeometry")
     b = Builder(tree)
@@ -306,19 +344,38 @@ def display_group():
     for i in range(4):
         b.link(b.math("DIVIDE", wxyz.outputs[i], norm), quat.inputs[i])
 
-    ico = b.node("GeometryNodeMeshIcoSphere")
-    ico.inputs["Radius"].default_value = 1.0
-    b.link(gin.outputs["Subdivisions"], ico.inputs["Subdivisions"])
-    smooth = b.node("GeometryNodeSetShadeSmooth")
-    b.link(ico.outputs["Mesh"], smooth.inputs["Geometry"])
+    info = b.node("GeometryNodeObjectInfo")
+    info.inputs["Object"].default_value = shape
     mat_ico = b.node("GeometryNodeSetMaterial")
-    b.link(smooth.outputs[0], mat_ico.inputs["Geometry"])
+    b.link(info.outputs["Geometry"], mat_ico.inputs["Geometry"])
     b.link(gin.outputs["Material"], mat_ico.inputs["Material"])
     inst = b.node("GeometryNodeInstanceOnPoints")
     b.link(geo, inst.inputs["Points"])
     b.link(mat_ico.outputs[0], inst.inputs["Instance"])
     b.link(quat.outputs[0], inst.inputs["Rotation"])
     b.link(comb.outputs[0], inst.inputs["Scale"])
+
+    # Viewport, Solid Colors on: one realised mesh with the colour as its active colour attribute
+    # (it keeps only what the viewport draws: position, splat_color, splat_alpha). Renders and the
+    # Solid Colors off case keep the instances (the Switch evaluates only the branch it picks).
+    realised = inst.outputs[0]
+    for pattern in ("f_*", "scale", "rot", "opacity", "timestep"):
+        remove = b.node("GeometryNodeRemoveAttribute")
+        compat.set_wildcard_name(remove, pattern)
+        b.link(realised, remove.inputs["Geometry"])
+        realised = remove.outputs[0]
+    realize = b.node("GeometryNodeRealizeInstances")
+    b.link(realised, realize.inputs["Geometry"])
+    rgb = b.node("GeometryNodeInputNamedAttribute", data_type="FLOAT_VECTOR")
+    rgb.inputs["Name"].default_value = "splat_color"
+    store_rgb = b.node("GeometryNodeStoreNamedAttribute", data_type="FLOAT_COLOR", domain="POINT")
+    store_rgb.inputs["Name"].default_value = SOLID_COLOR
+    b.link(realize.outputs[0], store_rgb.inputs["Geometry"])
+    b.link(rgb.outputs["Attribute"], store_rgb.inputs["Value"])
+    solid = b.node("GeometryNodeSwitch", input_type="GEOMETRY")
+    b.link(b.math("MULTIPLY", viewport.outputs[0], gin.outputs["Solid Colors"]), solid.inputs["Switch"])
+    b.link(inst.outputs[0], solid.inputs["False"])
+    b.link(store_rgb.outputs[0], solid.inputs["True"])
 
     # Points mode: spheres of the mean radius (fast viewport display).
     radius = b.math("DIVIDE", b.math("ADD", b.math("ADD", comb.inputs[0].links[0].from_socket,
@@ -334,7 +391,7 @@ def display_group():
     switch = b.node("GeometryNodeSwitch", input_type="GEOMETRY")
     b.link(gin.outputs["Ellipsoids"], switch.inputs["Switch"])
     b.link(mat_pts.outputs[0], switch.inputs["False"])
-    b.link(inst.outputs[0], switch.inputs["True"])
+    b.link(solid.outputs[0], switch.inputs["True"])
     gout = b.node("NodeGroupOutput")
     b.link(switch.outputs[0], gout.inputs["Geometry"])
     return tree
@@ -421,12 +478,13 @@ def input_path(modifier, name: str) -> str:
 
 
 def add_display(obj, ellipsoids: bool = True, scale_multiplier: float = 1.0,
-                viewport_subsample: float = 1.0):
+                viewport_subsample: float = 1.0, solid_colors: bool = True):
     mod = obj.modifiers.get(DISPLAY_MODIFIER) or obj.modifiers.new(DISPLAY_MODIFIER, "NODES")
     mod.node_group = display_group()
     set_input(mod, "Ellipsoids", bool(ellipsoids))
     set_input(mod, "Scale Multiplier", float(scale_multiplier))
     set_input(mod, "Viewport Subsample", float(viewport_subsample))
+    set_input(mod, "Solid Colors", bool(solid_colors))
     set_input(mod, "Material", splat_material())
     if splat_material().name not in obj.data.materials:
         obj.data.materials.append(splat_material())

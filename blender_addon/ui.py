@@ -59,8 +59,9 @@ DISPLAY_ITEMS = [("ELLIPSOIDS", "Ellipsoids", "Oriented ellipsoids with Gaussian
 
 
 def _scene_report(obj) -> str:
-    changes = obj.get("fuse4d_scene_changes", "")
-    return f" (scene: {changes})" if changes else ""
+    """The import report's tail: scene settings changed, then the importer's note (Solid Colors off)."""
+    changes, note = obj.get("fuse4d_scene_changes", ""), obj.get("fuse4d_import_note", "")
+    return (f" (scene: {changes})" if changes else "") + (f"; {note}" if note else "")
 
 
 IMPORT_ERRORS = (OSError, ValueError, RuntimeError)  # SplatFormatError is a ValueError
@@ -78,8 +79,9 @@ class FUSE4D_OT_import_ply(bpy.types.Operator, ImportHelper):
     scale_multiplier: FloatProperty(name="Scale Multiplier", default=1.0, min=0.0)
     viewport_subsample: FloatProperty(name="Viewport Subsample", default=1.0, min=0.0, max=1.0)
     adjust_scene: BoolProperty(name="Set Render Settings", default=True,
-                               description="Raise Cycles transparent bounces and use the Standard view "
-                                           "transform where the scene's are short (off: leave the scene as is)")
+                               description="Raise Cycles transparent bounces, use the Standard view "
+                                           "transform where the scene's are short and show the splat "
+                                           "colours in Solid view (off: leave the scene as is)")
 
     def execute(self, context):
         try:
@@ -116,8 +118,9 @@ class FUSE4D_OT_import_sequence(bpy.types.Operator, ImportHelper):
     scale_multiplier: FloatProperty(name="Scale Multiplier", default=1.0, min=0.0)
     viewport_subsample: FloatProperty(name="Viewport Subsample", default=1.0, min=0.0, max=1.0)
     adjust_scene: BoolProperty(name="Set Render Settings", default=True,
-                               description="Raise Cycles transparent bounces and use the Standard view "
-                                           "transform where the scene's are short (off: leave the scene as is)")
+                               description="Raise Cycles transparent bounces, use the Standard view "
+                                           "transform where the scene's are short and show the splat "
+                                           "colours in Solid view (off: leave the scene as is)")
 
     def execute(self, context):
         try:
@@ -292,31 +295,53 @@ class FUSE4D_OT_animate(bpy.types.Operator):
         wm.modal_handler_add(self)
         wm.progress_begin(0, 100)
         s.running = True
+        _show_progress(context, self._job)
         return {"RUNNING_MODAL"}
 
     def modal(self, context, event):
         job, s = self._job, context.scene.fuse4d
-        if event.type == "ESC":
+        if event.type == "ESC" and event.value == "PRESS":
             job.cancel()
         elif event.type != "TIMER":
             return {"PASS_THROUGH"}  # the UI stays usable while the job runs
         else:
             job.step()
-        s.progress, s.status = job.progress, job.message
-        context.window_manager.progress_update(int(100 * job.progress))
-        for area in context.screen.areas if context.screen else []:
-            if area.type == "VIEW_3D":
-                area.tag_redraw()
+        _show_progress(context, job)
         if not job.finished:
             return {"RUNNING_MODAL"}
-        context.window_manager.event_timer_remove(self._timer)
-        context.window_manager.progress_end()
-        s.running = False
+        _end_run(context, self._timer)
         if job.state == "DONE":
             self.report({"INFO"}, job.message)
             return {"FINISHED"}
         self.report({"WARNING"} if job.state == "CANCELLED" else {"ERROR"}, job.message)
         return {"CANCELLED"}
+
+    def cancel(self, context):
+        """Blender ends the run (a file is loaded, the window closes): stop the back end, clean up."""
+        self._job.cancel()
+        _show_progress(context, self._job)
+        _end_run(context, self._timer)
+
+
+def _show_progress(context, job) -> None:
+    """The job's progress in the panel, the status bar (text) and the window's progress cursor."""
+    s = context.scene.fuse4d
+    s.progress, s.status = job.progress, job.message
+    context.window_manager.progress_update(int(100 * job.progress))
+    if context.workspace is not None and not job.finished:
+        context.workspace.status_text_set(f"Fuse4D Animate Scene: {100 * job.progress:.0f}% {job.message} "
+                                          "(Esc cancels)")
+    for area in context.screen.areas if context.screen else []:
+        if area.type == "VIEW_3D":
+            area.tag_redraw()
+
+
+def _end_run(context, timer) -> None:
+    context.window_manager.event_timer_remove(timer)
+    context.window_manager.progress_end()
+    if context.workspace is not None:
+        context.workspace.status_text_set(None)  # the status bar's own text again
+    context.scene.fuse4d.running = False
 
 
 def is_splat(obj) -> bool:
@@ -356,7 +381,7 @@ class FUSE4D_PT_panel(bpy.types.Panel):
             mod = obj.modifiers[nodes.DISPLAY_MODIFIER]
             box = col.box()
             box.label(text="Display")
-            for name in ("Ellipsoids", "Scale Multiplier", "Viewport Subsample", "Render Subsample"):
+            for name in ("Ellipsoids", "Scale Multiplier", "Viewport Subsample", "Render Subsample", "Solid Colors"):
                 box.prop(*nodes.input_ui(mod, name), text=name)
             if nodes.CROP_MODIFIER in obj.modifiers:
                 crop = obj.modifiers[nodes.CROP_MODIFIER]

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Smoke check of the built add-on on one Blender version, run by that version's `bpy` Python
-(tests/test_blender_versions.py): import a PLY and a 4D sequence, play it, render it in Cycles,
+(tests/test_blender_versions.py): import a PLY (its Solid view colours) and a 4D sequence, play it, render it in Cycles,
 export a PLY and the whole sequence, and check that a failed import leaves nothing behind.
 
     PYTHON tests/blender_smoke.py ADDON_ZIP WORKDIR      # prints "SMOKE OK <version>" at the end
@@ -56,6 +56,16 @@ def main(zip_path: Path, work: Path) -> None:
     obj = bpy.data.objects["a"]
     assert bpy.context.view_layer.objects.active == obj and obj.select_get()
     assert scene.cycles.transparent_max_bounces >= 256 and scene.view_settings.view_transform == "Standard"
+    # Solid view shows the splat colours: 3D views on Attribute colour, and the drawn (realised) mesh's
+    # active colour attribute holds 0.5 + C0 f_dc per splat.
+    assert all(space.shading.color_type == "VERTEX" for screen in bpy.data.screens for area in screen.areas
+               for space in area.spaces if space.type == "VIEW_3D")
+    dg = bpy.context.evaluated_depsgraph_get()
+    drawn = [i.object.data for i in dg.object_instances if i.object.type == "MESH" and i.parent == obj.evaluated_get(dg)]
+    assert len(drawn) == 1 and drawn[0].attributes.active_color_name, drawn
+    colors = np.empty(len(drawn[0].vertices) * 4, np.float32)
+    drawn[0].color_attributes[drawn[0].attributes.active_color_name].data.foreach_get("color", colors)
+    np.testing.assert_allclose(colors.reshape(300, -1, 4)[:, 0, :3], 0.5 + splatio.SH_C0 * a.sh[:, 0], atol=1e-6)
     with bpy.context.temp_override(object=obj, active_object=obj):
         assert bpy.ops.fuse4d.export_ply(filepath=str(work / "a_out.ply")) == {"FINISHED"}
     back = splatio.read_ply(work / "a_out.ply")

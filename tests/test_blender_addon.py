@@ -99,9 +99,110 @@ def test_import_ply_equals_file(addon, tmp_path):
     # The OpenCV -> Blender axis change is the object's transform: OpenCV up (-y) is Blender up (+z).
     up = np.array(obj.matrix_world)[:3, :3] @ np.array([0.0, -1.0, 0.0])
     np.testing.assert_allclose(up, [0, 0, 1], atol=1e-6)
-    # Displayed as one ellipsoid instance per Gaussian.
+    # Displayed as one ellipsoid per Gaussian: realised into one mesh in the viewport (Solid Colors,
+    # see test_solid_view_shows_the_splat_colours), instances without it (as renders are).
+    assert len(solid_view_mesh(obj).vertices) == 500 * 42
+    sub("nodes").set_input(obj.modifiers["Fuse4D Splats"], "Solid Colors", False)
+    obj.update_tag()
     dg = bpy.context.evaluated_depsgraph_get()
     assert sum(1 for inst in dg.object_instances if inst.is_instance and inst.parent == obj.evaluated_get(dg)) == 500
+
+
+def solid_view_mesh(obj):
+    """The mesh the viewport draws for a splat object (its Geometry Nodes output, evaluated)."""
+    dg = bpy.context.evaluated_depsgraph_get()
+    meshes = [inst.object.data for inst in dg.object_instances
+              if inst.object.type == "MESH" and inst.parent == obj.evaluated_get(dg)]
+    assert len(meshes) == 1, f"{len(meshes)} meshes drawn for {obj.name}: not one realised mesh"
+    return meshes[0]
+
+
+def solid_view_colors(obj, count):
+    """Per drawn splat, the colour Solid view's Attribute colour type shows: the evaluated mesh's
+    active colour attribute (what the workbench reads), a colour type, one value per splat."""
+    mesh = solid_view_mesh(obj)
+    name = mesh.attributes.active_color_name
+    assert name and name in mesh.color_attributes, f"no active colour attribute on {obj.name}'s drawn mesh"
+    attr = mesh.color_attributes[name]
+    assert attr.data_type in ("FLOAT_COLOR", "BYTE_COLOR") and attr.domain in ("POINT", "CORNER")
+    size = len(mesh.vertices) if attr.domain == "POINT" else len(mesh.loops)
+    values = np.empty(size * 4, np.float32)
+    attr.data.foreach_get("color", values)
+    per_splat = values.reshape(count, -1, 4)  # the realised ellipsoids, one block of elements each
+    np.testing.assert_array_equal(per_splat, np.repeat(per_splat[:, :1], per_splat.shape[1], axis=1))
+    return per_splat[:, 0, :3]
+
+
+def test_solid_view_shows_the_splat_colours(addon, tmp_path):
+    """Issue 12: right after import, Solid view shows each splat's colour (0.5 + C0 f_dc), for a
+    static PLY and a sequence: the 3D views' Solid colour is set to Attribute (reported), and the
+    mesh drawn carries the colours as its active colour attribute."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    views = [space.shading for screen in bpy.data.screens for area in screen.areas for space in area.spaces
+             if space.type == "VIEW_3D"]
+    assert views and any(v.color_type == "MATERIAL" for v in views)  # Blender's default: one flat colour
+    for v in views:
+        v.color_type = "MATERIAL"
+    a = random_arrays(120, degree=1, seed=21)
+    inria_plyfile(tmp_path / "c.ply", a)
+    assert bpy.ops.fuse4d.import_ply(filepath=str(tmp_path / "c.ply")) == {"FINISHED"}
+    obj = bpy.data.objects["c"]
+    assert all(v.color_type == "VERTEX" for v in views)  # 'VERTEX' is the UI's "Attribute"
+    assert "Solid view colour Material -> Attribute" in obj["fuse4d_scene_changes"]
+    assert sub("nodes").get_input(obj.modifiers["Fuse4D Splats"], "Solid Colors")  # static: on
+    c0 = sub("splatio").SH_C0
+    np.testing.assert_allclose(solid_view_colors(obj, 120), 0.5 + c0 * a.sh[:, 0], atol=1e-6)
+
+    frames = make_sequence(tmp_path, counts=(30, 45), fps=24.0)
+    seq = sub("importer").import_sequence(tmp_path / "seq", name="solid_seq", frame_start=1)
+    assert seq["fuse4d_scene_changes"] == ""  # the views already show attributes
+    # A small sequence (largest timestep <= SOLID_COLORS_MAX_SPLATS) keeps Solid Colors on, no note.
+    assert sub("nodes").get_input(seq.modifiers["Fuse4D Splats"], "Solid Colors") and not seq["fuse4d_import_note"]
+    for frame, f in ((1, frames[0]), (2, frames[1])):
+        bpy.context.scene.frame_set(frame)
+        np.testing.assert_allclose(solid_view_colors(seq, len(f)), 0.5 + c0 * f.sh[:, 0], atol=1e-6)
+    # Points display: a point cloud, which Solid view draws in one colour (documented).
+    sub("nodes").set_input(seq.modifiers["Fuse4D Splats"], "Ellipsoids", False)
+    seq.update_tag()
+    dg = bpy.context.evaluated_depsgraph_get()
+    assert len(seq.evaluated_get(dg).data.points) == len(frames[1])
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+
+
+def test_large_sequence_starts_with_solid_colors_off(addon, tmp_path, monkeypatch, capfd):
+    """Issue 12: realising Solid Colors' viewport mesh costs time at every frame change, so a
+    sequence whose largest timestep has more than SOLID_COLORS_MAX_SPLATS Gaussians imports with it
+    off (instances drawn, as with the switch off) and the report line says so; the panel toggle turns
+    it back on. A static PLY keeps it on whatever its size (the threshold is lowered to 40 here)."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    importer, nodes = sub("importer"), sub("nodes")
+    monkeypatch.setattr(importer, "SOLID_COLORS_MAX_SPLATS", 40)
+    frames = make_sequence(tmp_path, counts=(30, 45), fps=24.0)
+    capfd.readouterr()
+    assert bpy.ops.fuse4d.import_sequence(filepath=str(tmp_path / "seq" / "manifest.json")) == {"FINISHED"}
+    report = capfd.readouterr()
+    obj = bpy.context.view_layer.objects.active
+    mod = obj.modifiers["Fuse4D Splats"]
+    assert nodes.get_input(mod, "Solid Colors") is False
+    note = "Solid Colors off for playback speed (45 splats per timestep); turn on in the Fuse4D panel"
+    assert obj["fuse4d_import_note"] == note
+    assert f"{obj.name}: 2 timesteps" in report.out + report.err and note in report.out + report.err
+    for frame, f in ((1, frames[0]), (2, frames[1])):  # instanced ellipsoids, nothing realised
+        bpy.context.scene.frame_set(frame)
+        dg = bpy.context.evaluated_depsgraph_get()
+        drawn = [inst.is_instance for inst in dg.object_instances if inst.parent == obj.evaluated_get(dg)]
+        assert len(drawn) == len(f) and all(drawn)
+    nodes.set_input(mod, "Solid Colors", True)  # the panel's toggle
+    obj.update_tag()
+    c0 = sub("splatio").SH_C0
+    np.testing.assert_allclose(solid_view_colors(obj, len(frames[1])), 0.5 + c0 * frames[1].sh[:, 0], atol=1e-6)
+
+    inria_plyfile(tmp_path / "big.ply", random_arrays(60, degree=0, seed=3))  # static, above 40: still on
+    assert bpy.ops.fuse4d.import_ply(filepath=str(tmp_path / "big.ply")) == {"FINISHED"}
+    static = bpy.data.objects["big"]
+    assert nodes.get_input(static.modifiers["Fuse4D Splats"], "Solid Colors") is True
+    assert "Solid Colors off" not in capfd.readouterr().out
+    bpy.ops.wm.read_factory_settings(use_empty=True)
 
 
 def test_export_import_round_trip(addon, tmp_path):
@@ -197,10 +298,14 @@ def test_cycles_render_at_default_settings_resembles_core_renderer(addon, tmp_pa
 def test_import_can_leave_the_scene_untouched(addon, tmp_path):
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
-    before = (scene.cycles.transparent_max_bounces, scene.view_settings.view_transform)
+    solid = [space.shading for screen in bpy.data.screens for area in screen.areas for space in area.spaces
+             if space.type == "VIEW_3D"]
+    before = (scene.cycles.transparent_max_bounces, scene.view_settings.view_transform,
+              [v.color_type for v in solid])
     inria_plyfile(tmp_path / "a.ply", random_arrays(20, degree=0))
     assert bpy.ops.fuse4d.import_ply(filepath=str(tmp_path / "a.ply"), adjust_scene=False) == {"FINISHED"}
-    assert (scene.cycles.transparent_max_bounces, scene.view_settings.view_transform) == before
+    assert (scene.cycles.transparent_max_bounces, scene.view_settings.view_transform,
+            [v.color_type for v in solid]) == before
     obj = bpy.data.objects["a"]
     assert bpy.context.view_layer.objects.active == obj and obj.select_get()  # ready for Export
 
@@ -549,6 +654,76 @@ def test_animate_hides_the_source_under_the_result(captured, tmp_path):
                                     hide_source=True)
     assert run_job(job) == "DONE", job.message
     assert obj.hide_get() and obj.hide_render and not job.result.hide_get()
+
+
+class _StubJob:
+    """Stands in for AnimateJob in the modal test: four steps to DONE, cancel() ends it at once."""
+
+    def __init__(self):
+        self.progress, self.message, self.state, self.steps = 0.0, "checking the back end", "CHECK", 0
+
+    @property
+    def finished(self):
+        return self.state in ("DONE", "CANCELLED", "FAILED")
+
+    def step(self):
+        self.steps += 1
+        self.progress, self.message = self.steps / 4, f"rendered view {self.steps}/4"
+        self.state = "DONE" if self.steps == 4 else "RENDER"
+        return self.state
+
+    def cancel(self):
+        if not self.finished:
+            self.state, self.message = "CANCELLED", "cancelled"
+
+
+def _modal_harness():
+    """The Animate Scene operator's modal() driven headless: fake self, window manager, workspace
+    (status bar) and events around the real scene settings."""
+    from types import SimpleNamespace
+
+    calls, reports = [], []
+    wm = SimpleNamespace(progress_update=lambda v: calls.append(("progress", v)),
+                         event_timer_remove=lambda t: calls.append(("timer_remove", t)),
+                         progress_end=lambda: calls.append(("progress_end",)))
+    workspace = SimpleNamespace(status_text_set=lambda text: calls.append(("status", text)))
+    context = SimpleNamespace(scene=bpy.context.scene, window_manager=wm, workspace=workspace, screen=None)
+    op = SimpleNamespace(_job=_StubJob(), _timer="TIMER-1", report=lambda kind, text: reports.append((kind, text)))
+    context.scene.fuse4d.running = True
+    return op, context, calls, reports
+
+
+def event(kind, value="NOTHING"):
+    from types import SimpleNamespace
+    return SimpleNamespace(type=kind, value=value)
+
+
+def test_animate_modal_shows_progress_in_the_status_bar_and_esc_cancels(addon):
+    ui = sub("ui")
+    modal = ui.FUSE4D_OT_animate.modal
+    op, context, calls, reports = _modal_harness()
+    s = context.scene.fuse4d
+    assert modal(op, context, event("TIMER")) == {"RUNNING_MODAL"}
+    assert ("progress", 25) in calls and s.progress == pytest.approx(0.25) and s.status == "rendered view 1/4"
+    status = [c[1] for c in calls if c[0] == "status"]
+    assert status and "25%" in status[-1] and "rendered view 1/4" in status[-1] and "Esc" in status[-1]
+    assert modal(op, context, event("MOUSEMOVE")) == {"PASS_THROUGH"} and op._job.steps == 1  # UI stays usable
+    assert modal(op, context, event("ESC", "RELEASE")) == {"PASS_THROUGH"}  # a key release cancels nothing
+    assert modal(op, context, event("ESC", "PRESS")) == {"CANCELLED"}
+    assert op._job.state == "CANCELLED" and reports == [({"WARNING"}, "cancelled")]
+    assert ("timer_remove", "TIMER-1") in calls and ("progress_end",) in calls
+    assert calls[-1] == ("status", None) and not s.running  # the status bar's own text back, panel idle
+
+    op, context, calls, reports = _modal_harness()  # a run to the end
+    results = [modal(op, context, event("TIMER")) for _ in range(4)]
+    assert results == [{"RUNNING_MODAL"}] * 3 + [{"FINISHED"}] and reports == [({"INFO"}, "rendered view 4/4")]
+    assert [c for c in calls if c[0] == "progress"] == [("progress", p) for p in (25, 50, 75, 100)]
+    assert calls[-1] == ("status", None) and not context.scene.fuse4d.running
+
+    op, context, calls, reports = _modal_harness()  # Blender ends the operator (file load, window closed)
+    ui.FUSE4D_OT_animate.cancel(op, context)
+    assert op._job.state == "CANCELLED" and ("timer_remove", "TIMER-1") in calls and calls[-1] == ("status", None)
+    context.scene.fuse4d.status = ""
 
 
 def test_command_preference_is_shell_parsed(addon):
