@@ -21,7 +21,7 @@ from .splatio import (STATIC_READERS, STATIC_WRITERS, USD_SUFFIXES, Sequence4D, 
 CYCLES_TRANSPARENT_BOUNCES = 256
 VIEW_TRANSFORM = "Standard"
 SOLID_COLOR_TYPE = "VERTEX"
-SOLID_COLORS_MAX_SPLATS = 20_000  # realising costs ~0.35 s/100k splats per frame change: larger sequences start with Solid Colors off
+SOLID_COLORS_MAX_SPLATS = 10_000  # realising costs ~0.35 s/100k splats per frame change: larger sequences start with Solid Colors off
 _DATA = ("objects", "meshes", "pointclouds", "materials", "node_groups", "actions")
 
 
