@@ -108,7 +108,8 @@ def run_completion(out: Path, prep: Prepared, recon, seed: int, preview_size: in
 
     t0 = time.perf_counter()
     cfg = CompletionBenchConfig(views=V, frames=T, size=sampling["size"], steps=sampling["steps"])
-    grids = {m: generate(m, model, vcfg, codec, truth, cfg, seed) for m in ("completion", "time-only", "static")}
+    grids = {m: generate(m, model, vcfg, codec, truth, cfg, seed, sample.cameras)
+             for m in ("completion", "time-only", "static")}
     timings["generate_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

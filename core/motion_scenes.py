@@ -7,8 +7,10 @@ ellipsoid / plane intersection (2 x 2 supersampled), so a whole V x T grid rende
 milliseconds: training draws a fresh scene every step, and the benchmark's ground truth is exact.
 Everything is deterministic by seed. World: OpenCV-style (up is -y), the ground is the plane y = 0.
 
-Rigs: "fixed" (V cameras on an arc, the same in every scene, held-out cameras in the gaps) or
-"random" (arc, start azimuth, elevation, radius and field of view drawn per scene).
+Rigs: "fixed" (V cameras on an arc, the same in every scene, held-out cameras in the gaps),
+"arcs" (the fixed rig with an arc drawn per scene between 0 and `arc_deg`, more often wide: a training
+curriculum in one distribution, from views that see the motion alike to the full rig) or "random"
+(arc, start azimuth, elevation, radius and field of view drawn per scene).
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ class MotionSceneConfig:
     frames: int = 8
     size: int = 64                     # square frames
     heldout_views: int = 2
-    rig: str = "fixed"                 # "fixed" | "random"
+    rig: str = "fixed"                 # "fixed" | "arcs" | "random"
     arc_deg: float = 90.0              # fixed rig: views evenly on this arc, centred on azimuth 0
     elevation_deg: float = 22.0
     radius: float = 3.4
@@ -96,14 +98,15 @@ def _objects(rng: np.random.Generator, cfg: MotionSceneConfig) -> list[_Ellipsoi
 
 def _rig(cfg: MotionSceneConfig, rng: np.random.Generator) -> tuple[Cameras, Cameras]:
     """Input and held-out cameras looking at the middle of the stage."""
-    if cfg.rig == "fixed":
-        arc, start, elev, radius, fov = cfg.arc_deg, -cfg.arc_deg / 2, cfg.elevation_deg, cfg.radius, cfg.fov_deg
+    if cfg.rig in ("fixed", "arcs"):
+        arc = cfg.arc_deg if cfg.rig == "fixed" else cfg.arc_deg * math.sqrt(rng.uniform())
+        start, elev, radius, fov = -arc / 2, cfg.elevation_deg, cfg.radius, cfg.fov_deg
     elif cfg.rig == "random":
         arc = rng.uniform(45.0, 120.0)
         start = rng.uniform(-180.0, 180.0)
         elev, radius, fov = rng.uniform(12.0, 35.0), rng.uniform(3.0, 4.0), rng.uniform(35.0, 45.0)
     else:
-        raise ValueError(f"unknown rig {cfg.rig!r}; choose 'fixed' or 'random'")
+        raise ValueError(f"unknown rig {cfg.rig!r}; choose 'fixed', 'arcs' or 'random'")
     step = arc / max(cfg.views - 1, 1)
     azimuths = [start + step * i for i in range(cfg.views)]
     gaps = [a + step / 2 for a in azimuths[:-1]] or [start + 20.0]
@@ -219,6 +222,11 @@ class _Stage:
         if len(cameras) == 0:
             return torch.zeros(0, T, cameras.height, cameras.width, 3)
         return torch.stack([self.render(cameras, t / max(T - 1, 1)) for t in range(T)], dim=1)
+
+
+def scene_cameras(seed: int, cfg: MotionSceneConfig = MotionSceneConfig()) -> Cameras:
+    """The V input cameras of scene `seed` without rendering it (the fixed rig's are the same for every seed)."""
+    return _Stage(seed, cfg).rig[0]
 
 
 @torch.no_grad()

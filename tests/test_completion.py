@@ -184,3 +184,42 @@ def test_motion_weight_marks_only_what_moves():
     moving = moving_latents(x0, views=2)[0, 0]
     assert moving[4, 1, 0] == 1 and moving[4].sum() == 1 and moving[3].sum() == 0 and moving[5].sum() == 0
     assert moving[0].sum() == 0 and moving[1].sum() == 4 and moving[2].sum() == 4
+
+
+def test_ray_channels_match_where_views_see_one_place():
+    """Two views' latent pixels whose rays meet the plane at one point get (nearly) the same features;
+    other pixels of that view do not; sky rays are read at a fixed far distance (finite)."""
+    from fuse4d.core.motion_scenes import scene_cameras
+    from fuse4d.core.wan.conditioning import concat_channels, ray_channels
+
+    cams = scene_cameras(0, MotionSceneConfig(size=64))
+    rays = ray_channels(cams, 64, 64, 3, 0.35)                        # full resolution: exact pixels
+    assert rays.shape == (4, 12, 64, 64) and torch.isfinite(rays).all()
+    assert concat_channels(48, ray_bands=3) == 97 + 12
+    point = torch.tensor([0.3, -0.35, -0.2, 1.0])                    # on the plane, in front of the rig
+    feats = []
+    for k in range(4):
+        uv = cams.Ks[k] @ (cams.viewmats[k] @ point)[:3]
+        u, v = (uv[:2] / uv[2]).tolist()
+        feats.append(rays[k, :, int(v), int(u)])
+    for k in range(1, 4):
+        assert (feats[k] - feats[0]).abs().max() < 0.35              # one place (pixel rounding at 1/64)
+    assert (rays[0, :, 5, 5] - feats[0]).abs().max() > 0.5              # another place
+
+
+def test_ray_channel_models_need_cameras():
+    from fuse4d.core.wan.conditioning import concat_channels
+    from fuse4d.core.wan.pipeline import Generate4DConfig, generate_4d
+
+    wan = WanConfig(dim=32, num_layers=1, num_heads=2, ffn_dim=64, in_dim=concat_channels(48, ray_bands=1), out_dim=48,
+                    text_dim=16, freq_dim=32)
+    vcfg = VideoModelConfig(wan=wan, t_max=8, codec="pixel", pixel_factor=4, concat_reference=True, ray_bands=1,
+                            prediction="reference-residual")
+    model = build_wan_transformer(wan).eval()
+    row = torch.rand(2, 32, 32, 3)
+    g = Generate4DConfig(views=2, frames=2, height=32, width=32, steps=1, progress=False)
+    with pytest.raises(ValueError, match="cameras of the views"):
+        generate_4d(model, PixelCodec(4), g, frozen_time=row, video_config=vcfg)
+    from fuse4d.core.motion_scenes import scene_cameras
+    cams = scene_cameras(0, MotionSceneConfig(views=2, size=32))
+    assert generate_4d(model, PixelCodec(4), g, frozen_time=row, video_config=vcfg, cameras=cams).frames.shape == (2, 2, 32, 32, 3)

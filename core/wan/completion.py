@@ -79,24 +79,27 @@ def completion_cells(views: int, frames: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(method: str, model, vcfg, codec, truth: torch.Tensor, cfg: CompletionBenchConfig, seed: int
-             ) -> torch.Tensor:
-    """The [V, T, H, W, 3] grid `method` produces for ground truth `truth` (only its given cells are read)."""
+def generate(method: str, model, vcfg, codec, truth: torch.Tensor, cfg: CompletionBenchConfig, seed: int,
+             cameras=None) -> torch.Tensor:
+    """The [V, T, H, W, 3] grid `method` produces for ground truth `truth` (only its given cells are read;
+    `cameras`, the V views' cameras, only for models with ray channels)."""
     V, T = truth.shape[:2]
     if method == "static":
         return truth[:, :1].expand_as(truth).clone()
 
-    def sample(views: int, row, video, noise_seed: int):
+    def sample(views: int, row, video, noise_seed: int, cams):
         g = Generate4DConfig(views=views, frames=T, height=cfg.size, width=cfg.size, seed=noise_seed,
                              steps=cfg.steps, guidance=1.0, progress=False)
-        return generate_4d(model, codec, g, frozen_time=row, fixed_view=video, video_config=vcfg).frames
+        return generate_4d(model, codec, g, frozen_time=row, fixed_view=video, video_config=vcfg,
+                           cameras=cams).frames
 
     if method == "completion":
-        return sample(V, truth[:, 0], truth[0], seed)
+        return sample(V, truth[:, 0], truth[0], seed, cameras)
     if method == "frozen-time":
-        return sample(V, truth[:, 0], None, seed)
+        return sample(V, truth[:, 0], None, seed, cameras)
     if method == "time-only":  # each view alone: view 0 is given whole, the others their t = 0 frame
-        views = [truth[0]] + [sample(1, truth[v:v + 1, 0], None, seed * 97 + v)[0] for v in range(1, V)]
+        views = [truth[0]] + [sample(1, truth[v:v + 1, 0], None, seed * 97 + v,
+                                     None if cameras is None else cameras[v:v + 1])[0] for v in range(1, V)]
         return torch.stack(views)
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
 
@@ -145,7 +148,7 @@ def run_benchmark(model, vcfg, codec, cfg: CompletionBenchConfig, scenes: list |
             row, kept = {"seed": scene.meta["seed"]}, {}
             for m in methods:
                 start = time.perf_counter()
-                grid = generate(m, model, vcfg, codec, truth, cfg, cfg.sample_seed + i)
+                grid = generate(m, model, vcfg, codec, truth, cfg, cfg.sample_seed + i, scene.cameras)
                 seconds[m] += time.perf_counter() - start
                 row[m] = score(grid, truth, cells)
                 kept[m] = grid

@@ -16,6 +16,8 @@ Two mechanisms, both used identically by the trainer and the sampler:
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -45,10 +47,43 @@ def reference_term(reference: torch.Tensor, mask: torch.Tensor, broadcast: bool 
     return out
 
 
-def concat_channels(channels: int, position: bool = False, view_change: bool = False, grid: bool = False) -> int:
+def concat_channels(channels: int, position: bool = False, view_change: bool = False, grid: bool = False,
+                    ray_bands: int = 0) -> int:
     """Model input channels of channel conditioning for `channels` latent channels (+ 2 position channels,
-    + `channels` for the fixed-view video's change, + 2 grid channels)."""
-    return 2 * channels + 1 + (2 if position else 0) + (channels if view_change else 0) + (2 if grid else 0)
+    + `channels` for the fixed-view video's change, + 2 grid channels, + 4 per ray band)."""
+    return (2 * channels + 1 + (2 if position else 0) + (channels if view_change else 0) + (2 if grid else 0)
+            + 4 * ray_bands)
+
+
+RAY_FAR = 8.0  # world units: where a ray that never meets the plane (sky) is read
+
+
+def ray_channels(cameras, h: int, w: int, bands: int, height: float) -> torch.Tensor:
+    """[V, 4 * bands, h, w]: where each latent pixel's camera ray meets the horizontal plane `height`
+    above the ground (OpenCV world, up = -y, ground y = 0), as sin / cos of its x and z at `bands`
+    octaves (periods 4, 2, 1, ... world units). Two tokens of different views whose rays meet that
+    plane at one point show one place of the stage, so attention finds a view's counterpart of view 0's
+    moving object by a plain dot product of these features (the objects of the motion scenes stand
+    about that high). The camera enters as input channels only: no attention weights."""
+    cams = cameras.resized(w, h)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32) + 0.5, torch.arange(w, dtype=torch.float32) + 0.5,
+                            indexing="ij")
+    pix = torch.stack([xs, ys, torch.ones_like(xs)], -1)                              # [h, w, 3]
+    dirs = pix @ torch.linalg.inv(cams.Ks.float()).transpose(-1, -2)[:, None]          # [V, h, w, 3] camera
+    c2w = cams.camtoworlds.float()
+    dirs = dirs @ c2w[:, None, :3, :3].transpose(-1, -2)                              # world
+    origin = c2w[:, None, None, :3, 3]
+    dy = dirs[..., 1]
+    lam = (-height - origin[..., 1]) / torch.where(dy.abs() > 1e-6, dy, torch.full_like(dy, 1e-6))
+    length = dirs.norm(dim=-1)
+    lam = torch.where((lam > 0) & (lam * length < RAY_FAR), lam, RAY_FAR / length)
+    hit = origin + lam[..., None] * dirs
+    feats = []
+    for i in range(bands):
+        omega = math.pi / 2 * 2 ** i
+        for coord in (hit[..., 0], hit[..., 2]):
+            feats += [torch.sin(omega * coord), torch.cos(omega * coord)]
+    return torch.stack(feats, 1)
 
 
 def fixed_view_change(reference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -88,11 +123,11 @@ def grid_channels(views: int, frames: int, h: int, w: int, dtype=torch.float32, 
 
 
 def concat_input(x: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, position: bool = False,
-                 view_change: bool = False, grid: bool = False) -> torch.Tensor:
+                 view_change: bool = False, grid: bool = False, rays: torch.Tensor | None = None) -> torch.Tensor:
     """[B, C, V*T, h, w] noisy latents -> [B, 2C + 1 (+ 2) (+ C) (+ 2), V*T, h, w]: + references (broadcast
     over each view's time from its t = 0 cell) + a flag channel, 1 on conditioned cells (+ position
     channels) (+ the fixed-view video's change, `fixed_view_change`) (+ the cell's view and time,
-    `grid_channels`)."""
+    `grid_channels`) (+ each view's `ray_channels` [V, R, h, w], the same at every time)."""
     B, _, F_, h, w = x.shape
     ref = reference_term(reference.to(x.dtype), mask, broadcast=True)
     ref = ref.expand(B, -1, -1, -1, -1) if ref.shape[0] == 1 else ref
@@ -105,6 +140,10 @@ def concat_input(x: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, p
         parts.append(change.expand(B, -1, -1, -1, -1) if change.shape[0] == 1 else change)
     if grid:
         parts.append(grid_channels(*mask.shape, h, w, x.dtype, x.device).expand(B, -1, -1, -1, -1))
+    if rays is not None:
+        frames = mask.shape[1]
+        r = rays.to(x.device, x.dtype).transpose(0, 1).repeat_interleave(frames, dim=1)   # [R, V*T, h, w]
+        parts.append(r[None].expand(B, -1, -1, -1, -1))
     return torch.cat(parts, dim=1)
 
 

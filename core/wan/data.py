@@ -160,6 +160,9 @@ class SceneGrids:
         return {"frames": grid, "prompt": "", "seed": seed}
 
 
+SYMMETRIC_RIGS = ("fixed", "arcs")  # arcs centred on azimuth 0: a mirrored world has the same cameras
+
+
 class MotionGrids:
     """Ray-cast dynamic scenes with real motion (core/motion_scenes.py), seeds 0 .. scenes-1 drawn at
     random (per-rank stream). Each is rendered once and kept in memory and, with `cache_dir`, on disk
@@ -203,11 +206,25 @@ class MotionGrids:
             os.replace(tmp, path)
         return images
 
+    def cameras(self, seed: int, reverse: bool, mirror: bool):
+        """The cameras of a drawn grid, where they are known: the fixed rig (and each of the "arcs") is
+        left-right symmetric, so mirroring (images flipped and views reversed) keeps it; a random rig's
+        mirror image is not computed (None), nor is a reversed rig."""
+        from ..motion_scenes import scene_cameras
+
+        if reverse or (mirror and self.cfg.rig not in SYMMETRIC_RIGS):
+            return None
+        return scene_cameras(0 if self.cfg.rig == "fixed" else seed, self.cfg)
+
     def next(self) -> dict:
         g = self.generator
         seed = int(torch.randint(self.scenes, (1,), generator=g))
         reverse, mirror = (bool(torch.rand(1, generator=g) < p) for p in (self.reverse_views, self.mirror))
-        return {"frames": augment_grid(self.grid(seed), reverse, mirror), "prompt": "", "seed": seed}
+        out = {"frames": augment_grid(self.grid(seed), reverse, mirror), "prompt": "", "seed": seed}
+        cameras = self.cameras(seed, reverse, mirror)
+        if cameras is not None:
+            out["cameras"] = cameras
+        return out
 
 
 def _read_png(path: str) -> np.ndarray:

@@ -30,6 +30,8 @@ class VideoModelConfig:
     position_channels: bool = False        # with concat_reference: + the token's image x, y (2 channels)
     view_change_channels: bool = False     # with concat_reference: + the fixed-view video's change (C channels)
     grid_channels: bool = False            # with concat_reference: + the cell's view and time index (2 channels)
+    ray_bands: int = 0                     # with concat_reference: + where camera rays meet a plane (4 per band; needs cameras)
+    ray_height: float = 0.35               # that plane's height above the ground (world units, OpenCV world, up -y)
     prediction: str = "velocity"           # network output: "velocity" (Wan) | "reference-residual" | "reference-warp" (flow.py)
     flow_shift: float = 5.0
     attention: str = "fused"               # "fused", a study baseline ("sequential" | "parallel"), or "time"

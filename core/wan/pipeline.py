@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 
 from ..extras import require
 from .attention_processor import fused_wan, is_patched
-from .conditioning import (cell_mask, concat_channels, concat_input, install_patch_conditioning, reference_term,
-                           replace_clean, set_reference, token_timesteps)
+from .conditioning import (cell_mask, concat_channels, concat_input, install_patch_conditioning, ray_channels,
+                           reference_term, replace_clean, set_reference, token_timesteps)
 from .flow import euler_step, shifted_sigmas, to_velocity
 from .model_io import VideoModelConfig
 
@@ -109,11 +109,12 @@ def encode_references(codec, cfg: Generate4DConfig, frozen_time: torch.Tensor | 
 def generate_4d(model: torch.nn.Module, codec, config: Generate4DConfig, prompt_embeds: torch.Tensor | None = None,
                 negative_embeds: torch.Tensor | None = None, frozen_time: torch.Tensor | None = None,
                 fixed_view: torch.Tensor | None = None, video_config: VideoModelConfig | None = None,
-                ) -> Generate4DOutput:
+                cameras=None) -> Generate4DOutput:
     """Sample a V x T grid. `model`: a diffusers WanTransformer3DModel (unpatched; patched here for the
     duration of the call). `codec`: PixelCodec or WanVAECodec. `prompt_embeds`: [L, text_dim] text
     states (see `encode_prompt`); None = empty text (zeros). `frozen_time`: [V, H, W, 3] images at t=0;
-    `fixed_view`: [T, H, W, 3] video of view 0; both float in [0, 1]."""
+    `fixed_view`: [T, H, W, 3] video of view 0; both float in [0, 1]. `cameras`: the V views' Cameras,
+    needed (only) by models with ray channels."""
     cfg = config
     vcfg = video_config or VideoModelConfig(wan=None)  # defaults only
     shift = vcfg.flow_shift if cfg.shift is None else cfg.shift
@@ -124,7 +125,7 @@ def generate_4d(model: torch.nn.Module, codec, config: Generate4DConfig, prompt_
         raise ValueError(f"size {cfg.height}x{cfg.width} must be a multiple of {sf * ph}x{sf * pw} "
                          "(codec downsampling x patch size)")
     in_channels = (concat_channels(codec.channels, vcfg.position_channels, vcfg.view_change_channels,
-                                   vcfg.grid_channels)
+                                   vcfg.grid_channels, vcfg.ray_bands)
                    if vcfg.concat_reference else codec.channels)
     if in_channels != model.config.in_channels:
         raise ValueError(f"codec has {codec.channels} latent channels ({in_channels} model inputs), the model "
@@ -134,6 +135,12 @@ def generate_4d(model: torch.nn.Module, codec, config: Generate4DConfig, prompt_
     lt = codec.latent_frames(cfg.frames)
     if lt > t_max:
         raise ValueError(f"{lt} latent frames per view exceed t_max={t_max}")
+    rays = None
+    if vcfg.concat_reference and vcfg.ray_bands:
+        if cameras is None or len(cameras) != cfg.views:
+            raise ValueError(f"this video model reads the cameras of the views (ray channels): give the "
+                             f"{cfg.views} cameras" + ("" if cameras is None else f", not {len(cameras)}"))
+        rays = ray_channels(cameras, cfg.height // sf, cfg.width // sf, vcfg.ray_bands, vcfg.ray_height)
 
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
@@ -181,7 +188,7 @@ def generate_4d(model: torch.nn.Module, codec, config: Generate4DConfig, prompt_
                 if vcfg.per_token_timestep and has_ref:
                     t = token_timesteps(mask, t, tokens_per_frame)
                 inp = (concat_input(x, ref, mask, vcfg.position_channels, vcfg.view_change_channels,
-                                     vcfg.grid_channels)
+                                     vcfg.grid_channels, rays)
                        if vcfg.concat_reference else x)
                 out = model(inp.expand(batch, *inp.shape[1:]).to(dtype), t, text).sample.float()
                 # batch row 0 = prompt, row 1 = negative/empty: v = v_neg + g (v_pos - v_neg)

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from .keys import CONFIGS
 from .model_io import VideoModelConfig
+from .flow import NOISE_LEVELS
 from .trainer import TrainVideoConfig, motion_config, tiny_config, train_video
 
 
@@ -42,7 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", choices=("attn", "lora", "full"), default=None,
                         help="what trains: self-attention q/k/v/o (default for Wan), LoRA on them, or everything")
     parser.add_argument("--lora-rank", type=int, default=16)
-    parser.add_argument("--noise", choices=("logit-normal", "uniform"), default="logit-normal")
+    parser.add_argument("--noise", choices=NOISE_LEVELS, default=None,
+                        help="training noise levels (default: the config's; 'shifted' = as the sampler visits them)")
+    parser.add_argument("--pure-noise", type=float, default=None,
+                        help="probability of noise level exactly 1, where the first sampling step runs")
     parser.add_argument("--patch-embed-conditioning", action="store_true",
                         help="also add the reference frames' patch embeddings (the paper's conditioning)")
     parser.add_argument("--save-every", type=int, default=None)
@@ -67,7 +71,8 @@ def config_from_args(args: argparse.Namespace) -> TrainVideoConfig:
     overrides = {"init": args.init, "data": args.data, "vae": args.vae, "text_encoder": args.text_encoder,
                  "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "views": args.views,
                  "frames": args.frames, "train": args.train, "save_every": args.save_every, "source": args.source,
-                 "scenes": args.scenes, "data_cache": args.data_cache, "size": args.size, "threads": args.threads}
+                 "scenes": args.scenes, "data_cache": args.data_cache, "size": args.size, "threads": args.threads,
+                 "noise": args.noise, "pure_noise": args.pure_noise}
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     model = cfg.model
     if args.t_max is not None:
@@ -76,7 +81,7 @@ def config_from_args(args: argparse.Namespace) -> TrainVideoConfig:
         model = replace(model, patch_embed_conditioning=True)
     if args.attention is not None:
         model = replace(model, attention=args.attention)
-    return replace(cfg, model=model, lora_rank=args.lora_rank, noise=args.noise, resume=not args.no_resume,
+    return replace(cfg, model=model, lora_rank=args.lora_rank, resume=not args.no_resume,
                    dist=args.dist, backend=args.backend, device=args.device, seed=args.seed)
 
 

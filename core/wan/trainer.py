@@ -35,8 +35,8 @@ from tqdm.auto import tqdm
 from ..extras import require
 from .attention_processor import SYNC_NAME, add_sync_layers, patch_wan_transformer
 from .codecs import PixelCodec, WanVAECodec
-from .conditioning import (cell_mask, concat_input, install_patch_conditioning, reference_term, replace_clean,
-                           set_reference, token_timesteps)
+from .conditioning import (cell_mask, concat_input, install_patch_conditioning, ray_channels, reference_term,
+                           replace_clean, set_reference, token_timesteps)
 from .data import BlobGrids, FolderDataset, MotionGrids, SceneGrids, default_cache_dir
 from .ema import EMA
 from .flow import add_noise, predicted_x0, sample_noise_levels
@@ -341,8 +341,9 @@ class _TextStates:
         return self.cache[prompt]
 
 
-def _batch(source, codec, text_states, cfg: TrainVideoConfig) -> tuple[torch.Tensor, torch.Tensor, int]:
-    latents, texts, views = [], [], None
+def _batch(source, codec, text_states, cfg: TrainVideoConfig
+           ) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor | None]:
+    latents, texts, views, rays = [], [], None, None
     for _ in range(cfg.batch_size):
         s = source.next()
         if "latents" in s:
@@ -353,13 +354,20 @@ def _batch(source, codec, text_states, cfg: TrainVideoConfig) -> tuple[torch.Ten
         if views is not None and (v != views or lat.shape != latents[0].shape):
             raise ValueError("all samples in a batch must share one grid layout; use --batch-size 1")
         views = v
+        if cfg.model.concat_reference and cfg.model.ray_bands:
+            if "cameras" not in s:
+                raise ValueError("the model has ray channels: its training samples need their cameras")
+            r = ray_channels(s["cameras"], *lat.shape[-2:], cfg.model.ray_bands, cfg.model.ray_height)
+            if rays is not None and not torch.equal(r, rays):
+                raise ValueError("all samples in a batch must share one camera rig; use --batch-size 1")
+            rays = r
         latents.append(lat)
         texts.append(text_states(s))
     length = max(t.shape[0] for t in texts)
     text = torch.zeros(len(texts), length, texts[0].shape[-1])
     for i, t in enumerate(texts):
         text[i, :t.shape[0]] = t
-    return torch.stack(latents), text, views
+    return torch.stack(latents), text, views, rays
 
 
 def train_video(cfg: TrainVideoConfig) -> dict:
@@ -447,7 +455,7 @@ def _train(cfg: TrainVideoConfig) -> dict:
                 "cpu_seconds": round(before.get("cpu_seconds", 0.0) + time.process_time() - cpu0, 2)}
     bar = tqdm(range(start, cfg.steps), desc="train-video", disable=not cfg.progress or rank != 0)
     for step in bar:
-        x0, text, views = _batch(source, codec, text_states, cfg)
+        x0, text, views, rays = _batch(source, codec, text_states, cfg)
         x0, text = x0.to(device, non_blocking=True), text.to(device, non_blocking=True)
         layout.views = views
         lt = x0.shape[2] // views
@@ -466,7 +474,7 @@ def _train(cfg: TrainVideoConfig) -> dict:
         if cfg.model.patch_embed_conditioning:
             set_reference(core, reference_term(x0, mask) if mask.any() else None)
         inp = (concat_input(x_in, x0, mask, cfg.model.position_channels, cfg.model.view_change_channels,
-                            cfg.model.grid_channels)
+                            cfg.model.grid_channels, rays)
                if cfg.model.concat_reference else x_in)
         with torch.autocast(device.type, dtype=half or torch.bfloat16, enabled=half is not None):
             pred = model(inp, t, text).sample.float()
