@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .rotations import matrix_to_quat, quat_to_matrix
+
 # The world "up" the suite uses for OpenCV-style worlds (y points down, so up is -y).
 WORLD_UP = (0.0, -1.0, 0.0)
 # OpenCV-style world (y down) -> Blender world (z up): (x, y, z) -> (x, z, -y); a proper rotation.
@@ -111,7 +113,6 @@ def orbit_cameras(n: int, radius: float, elevation_deg: float = 20.0, arc_deg: f
 # --- VGGT pose encoding: [T (3), quaternion x y z w (4), fov_h, fov_w] ------------------------
 
 def _matrix_to_quat_xyzw(R: torch.Tensor) -> torch.Tensor:
-    from .gaussians import matrix_to_quat
 
     return torch.stack([matrix_to_quat(r)[[1, 2, 3, 0]] for r in R.reshape(-1, 3, 3)]).reshape(R.shape[:-2] + (4,))
 
@@ -127,7 +128,6 @@ def to_vggt_pose_encoding(cameras: Cameras) -> torch.Tensor:
 
 def from_vggt_pose_encoding(encoding: torch.Tensor, width: int, height: int) -> Cameras:
     """The inverse of `to_vggt_pose_encoding` for images of width x height pixels."""
-    from .gaussians import quat_to_matrix
 
     enc = encoding.reshape(-1, 9)
     T, q, fov_h, fov_w = enc[:, :3], enc[:, 3:7], enc[:, 7], enc[:, 8]

@@ -57,7 +57,9 @@ def benchmark_section(r: dict) -> str:
         f"{ms['mean_abs_change']:.3f}, {100 * ms['moving_fraction']:.0f}% of the pixels move (the previous "
         "synthetic scenes: 0.018). Every method is scored on the completion cells (views 1-3, t >= 1); moving "
         "pixels are those whose ground truth differs from its t = 0 frame by more than 0.05.",
-        "", "**Fixed rig** (4 cameras on a 90 degree arc, the rig the model was trained with):", ""]
+        "", "**Fixed rig** (4 cameras on a 90 degree arc, " + (
+            "the widest of the arcs the model was trained with" if _rig(r["train_config"]).startswith("the fixed rig with")
+            else "the rig the model was trained with") + "):", ""]
     lines += rig_table(fixed)
     if "consistency" in fixed:
         c = fixed["consistency"]
@@ -71,6 +73,28 @@ def benchmark_section(r: dict) -> str:
     for name, t in fixed["targets"].items():
         lines.append(f"| {name} {t['target']} | {t['measured']:+.2f} | {'yes' if t['met'] else '**no**'} |")
     return "\n".join(lines)
+
+
+def _rig(t: dict) -> str:
+    rig = (t.get("motion_scene") or {}).get("rig", "fixed")
+    return {"fixed": "fixed rig", "arcs": "the fixed rig with an arc drawn per scene up to its 90 degrees"}.get(rig, rig)
+
+
+def _inputs(m: dict) -> str:
+    """The model's input channels in words (channel conditioning, core/wan/conditioning.py)."""
+    if not m.get("concat_reference"):
+        return "the noisy latents"
+    parts = ["the noisy latents", "each view's t = 0 reference", "a conditioned-cell flag"]
+    if m.get("position_channels"):
+        parts.append("image x, y")
+    if m.get("view_change_channels"):
+        parts.append("view 0's change since t = 0")
+    if m.get("grid_channels"):
+        parts.append("the cell's view and time index")
+    if m.get("ray_bands"):
+        parts.append(f"where the camera rays meet the plane {m['ray_height']:g} above the ground ({m['ray_bands']} "
+                     "Fourier bands; the cameras are inputs)")
+    return ", ".join(parts)
 
 
 def model_section(r: dict) -> str:
@@ -87,9 +111,11 @@ def model_section(r: dict) -> str:
         "attention weights beyond the base architecture's, trained from scratch in pixel space at "
         f"{t['size']} x {t['size']} ({t['views']} views x {t['frames']} frames; 4 x 4 pixels folded into 48 channels, "
         "8 x 8 tokens per frame, 2,048 tokens per grid). Data: a pool of "
-        f"{t['scenes']:,} ray-cast motion scenes (fixed rig, mirrored with probability {t['mirror']}), conditioning "
-        f"drawn none / row / column / both = {' / '.join(str(p) for p in t['cond_probs'])}; channel conditioning "
-        "and the reference-residual output as the first tiny model; AdamW lr "
+        f"{t['scenes']:,} ray-cast motion scenes ({_rig(t)}, mirrored with probability {t['mirror']}), conditioning "
+        f"drawn none / row / column / both = {' / '.join(str(p) for p in t['cond_probs'])}; model inputs: "
+        f"{_inputs(r['model_config'])}; output: {r['model_config']['prediction']}; noise levels "
+        f"{t.get('noise', 'logit-normal')}" + (f" with {t['pure_noise']:g} of them pure noise" if t.get("pure_noise") else "")
+        + f", loss weighted on {t.get('loss_weight', 'velocity')}; AdamW lr "
         f"{t['lr']:g}, {t['warmup']} warm-up steps, constant, EMA {t['ema']}, batch {t['batch_size']}, "
         f"{r['steps']:,} steps: {cpu:.0f} CPU minutes ({wall:.0f} wall minutes, {t['threads']} thread(s), shared "
         f"machine). Loss {r['loss_start']:.3f} -> {r['loss_end']:.3f} (logged means).",

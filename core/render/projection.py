@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..gaussians import quat_to_matrix
+from ..rotations import quat_to_matrix
 
 EPS2D = 0.3          # the low-pass filter added to the 2D covariance diagonal (pixels^2)
 NEAR_PLANE = 0.01

@@ -117,8 +117,9 @@ def tiny_config(out: str = "runs/video_tiny", steps: int = 3200) -> TrainVideoCo
 
 
 # 48 latent channels (64x64 pixels folded 4x4 into 16x16), Wan's 2x2 patches: 8x8 tokens per frame;
-# inputs 2 * 48 + 1, + 2 position channels, + 48 channels of the fixed-view video's change
-MOTION_WAN = WanConfig(dim=128, num_layers=4, num_heads=4, ffn_dim=384, in_dim=147, out_dim=48, text_dim=16,
+# inputs 2 * 48 + 1, + 2 position channels, + 48 channels of the fixed-view video's change, + 2 grid
+# channels, + 16 ray channels (4 bands)
+MOTION_WAN = WanConfig(dim=128, num_layers=4, num_heads=4, ffn_dim=384, in_dim=165, out_dim=48, text_dim=16,
                        freq_dim=32)
 
 
@@ -128,14 +129,17 @@ def motion_config(out: str = "runs/video_motion", steps: int = 4000, attention: 
     on completion (frozen-time row + view 0's video given). Constant learning rate after warm-up, so a
     run's checkpoint at step N is the equal-budget point of the architecture study. Mirroring keeps the
     rig's geometry; view reversal would not (view 0 would sit at the other end of the arc), so it is off.
-    Position channels, the fixed-view change channels and the x0-weighted loss: docs/video.md."""
+    Inputs beyond the noisy latents (position, fixed-view change, grid and ray channels), the arcs rig,
+    the x0-weighted loss and the noise levels the sampler visits: docs/video.md, "How we got here"."""
     model = VideoModelConfig(wan=MOTION_WAN, t_max=16, codec="pixel", pixel_factor=4, concat_reference=True,
-                             position_channels=True, view_change_channels=True, prediction="reference-residual",
-                             per_token_timestep=True, flow_shift=2.0, attention=attention)
+                             position_channels=True, view_change_channels=True, grid_channels=True, ray_bands=4,
+                             prediction="reference-residual", per_token_timestep=True, flow_shift=2.0,
+                             attention=attention)
     return TrainVideoConfig(out=out, model=model, source="motion", scenes=3000, views=4, frames=8, size=64,
-                            steps=steps, lr=1e-3, warmup=100, lr_schedule="constant", ema=0.999, train="full",
-                            p_uncond=0.0, cond_probs=(0.05, 0.35, 0.05, 0.55), save_every=250, log_every=25,
-                            keep_checkpoints=2, threads=1, reverse_views=0.0, mirror=0.5, loss_weight="x0")
+                            motion_scene={"rig": "arcs"}, steps=steps, lr=1e-3, warmup=100, lr_schedule="constant",
+                            ema=0.999, train="full", p_uncond=0.0, cond_probs=(0.05, 0.35, 0.05, 0.55),
+                            save_every=250, log_every=25, keep_checkpoints=2, threads=1, reverse_views=0.0,
+                            mirror=0.5, loss_weight="x0", noise="shifted", pure_noise=0.3)
 
 
 def smoke_config(out: str = "runs/video-smoke", steps: int = 150) -> TrainVideoConfig:
