@@ -39,6 +39,7 @@ class CompletionBenchConfig:
     size: int = 64
     scenes: int = 8                 # held-out scenes: seeds seed_base .. seed_base + scenes - 1
     rig: str = "fixed"              # "fixed" | "random" (core/motion_scenes.py)
+    arc_deg: float = 90.0           # the fixed rig's arc (90: the benchmark; narrower: views that see more alike)
     seed_base: int = EVAL_SEED_BASE
     steps: int = 4                  # sampling steps
     sample_seed: int = 0            # noise seed of scene i is sample_seed + i
@@ -47,7 +48,7 @@ class CompletionBenchConfig:
 
 
 def scene_config(cfg: CompletionBenchConfig) -> MotionSceneConfig:
-    return MotionSceneConfig(views=cfg.views, frames=cfg.frames, size=cfg.size, rig=cfg.rig)
+    return MotionSceneConfig(views=cfg.views, frames=cfg.frames, size=cfg.size, rig=cfg.rig, arc_deg=cfg.arc_deg)
 
 
 def check_layout(cfg: CompletionBenchConfig, trained: dict) -> None:
