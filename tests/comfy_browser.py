@@ -11,7 +11,6 @@ import asyncio
 import base64
 import io
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -20,6 +19,7 @@ import urllib.request
 
 import numpy as np
 
+import debian_packages
 from comfy_runtime import free_port
 
 
@@ -31,26 +31,16 @@ def chromium_binary() -> str | None:
     return None
 
 
-def _apt_get(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    # Wait for a dpkg lock held by another apt run instead of failing at once.
-    cmd = ["apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=600", *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
 def ensure_chromium() -> str:
     """The Chromium binary; on a fresh Debian machine (as root) install Debian's package at test time,
     as ComfyUI itself is installed at test time. Raises with what to do when it cannot."""
     path = chromium_binary()
     if path:
         return path
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
+    if not debian_packages.can_install():
         raise RuntimeError("Chromium is missing and cannot be installed here (needs Debian's apt-get as root): "
                            "run `apt-get install chromium` (Debian package) and re-run the tests")
-    proc = _apt_get("install", "--no-install-recommends", "chromium")
-    if proc.returncode != 0:  # stale or missing package lists on a fresh machine
-        _apt_get("update")
-        proc = _apt_get("install", "--no-install-recommends", "chromium")
+    proc = debian_packages.apt_install("chromium")
     path = chromium_binary()
     if proc.returncode != 0 or path is None:
         raise RuntimeError(f"apt-get install chromium failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n"
