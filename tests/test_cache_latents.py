@@ -82,3 +82,32 @@ def test_sharded_cache_matches_the_vae_and_trains(models, frames_dataset, tmp_pa
                            progress=False, device="cpu")
     result = train_video(cfg)
     assert len(result["losses"]) == 2 and all(torch.isfinite(torch.tensor(result["losses"])))
+
+
+def test_cache_under_a_real_torchrun_equals_one_process(models, frames_dataset, tmp_path):
+    """Two real ranks (torchrun, separate processes, one output folder) write exactly the cache one
+    process writes: each sample once, bit-identical."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from fuse4d.core.wan.cache_latents import cache_latents
+
+    single = tmp_path / "single"
+    cache_latents(frames_dataset, single, str(models / "vae"), str(models / "text"), progress=False)
+    shared = tmp_path / "torchrun"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "fuse4d", "cache-latents", str(frames_dataset), "--out", str(shared),
+                           "--vae", str(models / "vae"), "--text-encoder", str(models / "text"), "--device", "cpu"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "rank 0/2: 2 samples encoded" in done.stdout and "rank 1/2: 1 samples encoded" in done.stdout
+    names = sorted(p.name for p in single.iterdir())
+    assert sorted(p.name for p in shared.iterdir()) == names and len(names) == 3
+    for name in names:
+        for part in ("latents.safetensors", "text_embeds.safetensors"):
+            a, b = load_file(single / name / part), load_file(shared / name / part)
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
