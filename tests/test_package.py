@@ -70,3 +70,16 @@ def test_ui_workflows_ship_a_canvas_view():
     for path in sorted((ROOT / "example_workflows").glob("*.json")):
         ds = json.loads(path.read_text())["extra"]["ds"]
         assert ds == {"scale": 1, "offset": [0, 0]}, path.name
+
+
+def test_every_package_folder_is_in_the_wheel():
+    """pyproject lists packages by hand (the root is the package): a new folder left off the list is
+    missing from a non-editable install."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(("fuse4d",) + p.parent.relative_to(ROOT).parts)
+             for p in ROOT.glob("**/__init__.py")
+             if not {".venv", "tests", ".git", "build"} & set(p.relative_to(ROOT).parts)
+             and "site-packages" not in p.parts}
+    assert found == listed

@@ -185,7 +185,7 @@ def _write_grid(folder: Path, V: int, T: int):
 
 
 def _cli_args(*argv):
-    from fuse4d.core.recon import cli
+    from fuse4d.core.cli import reconstruct as cli
 
     p = argparse.ArgumentParser()
     cli.add_arguments(p)

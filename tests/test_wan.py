@@ -270,7 +270,7 @@ def test_self_attention_only_training_changes_only_attn1(tmp_path):
 
 
 def test_cli_arguments_build_the_tiny_config():
-    from fuse4d.core.wan import train_cli
+    from fuse4d.core.cli import train_video as train_cli
 
     parser = argparse.ArgumentParser()
     train_cli.add_arguments(parser)

@@ -4,6 +4,6 @@
   attention_processor  patch_wan_transformer / unpatch / fused_wan: fused view-time attention + RoPE
   keys                 original/ComfyUI <-> diffusers key mapping, load_wan_transformer, configs
   pipeline             Generate4DConfig, generate_4d: text + references -> V x T grid of frames
-  trainer, train_cli   `fuse4d train-video` (self-attention / LoRA fine-tuning, tiny CPU config)
+  trainer              `fuse4d train-video` (self-attention / LoRA fine-tuning, tiny CPU config)
 Import the submodules directly; this package imports nothing heavy.
 """

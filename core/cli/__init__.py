@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The `fuse4d` command line. Each subcommand lives in its own module with
-`add_arguments(parser)` and `run(args) -> int`; this file only dispatches."""
+"""The `fuse4d` command line: one module per command in this package, each with
+`add_arguments(parser)` and `run(args) -> int` (files.py serves both `info` and `convert`); this
+file only dispatches. The work itself lives in the rest of `core`."""
 from __future__ import annotations
 
 import argparse
@@ -8,22 +9,22 @@ import errno
 import importlib
 import sys
 
-from .extras import MissingExtra
+from ..extras import MissingExtra
 
-# name -> (module relative to fuse4d.core, one-line help)
+# name -> (module in this package, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "info": ("cli_files", "describe a splat file or 4D sequence (count, SH degree, bounds, timesteps)"),
-    "convert": ("cli_files", "convert between .ply, .splat, .spz and 4D sequence folders"),
-    "render": ("cli_render", "render a splat scene from orbit cameras to PNGs and a contact sheet"),
-    "synth": ("cli_synth", "write synthetic dynamic 4D scenes (moving textured objects, fixed cameras)"),
-    "reconstruct": ("recon.cli", "reconstruct a V x T grid of images into a 4D splat sequence (VGGT-based)"),
-    "cache-latents": ("cli_cache_latents", "encode a frames dataset once into Wan latents + text states (sharded under torchrun)"),
-    "train-video": ("wan.train_cli", "fine-tune Wan into a fused 4D video model, or train the tiny one on the CPU"),
-    "train-recon": ("recon.train_cli", "train the feed-forward 4D reconstructor (static, then dynamic stage)"),
-    "animate-scene": ("cli_animate", "animate a captured scene's frozen-time views (the Blender add-on's local back end)"),
-    "render-dataset": ("cli_render_dataset", "render animated 3D assets into 4D training samples with Blender (sharded, resumable)"),
-    "export-comfy": ("cli_export_comfy", "write a fine-tuned Wan / its LoRA as files ComfyUI's stock loaders read"),
-    "convert-weights": ("cli_weights", "convert a pickled checkpoint (.pt) to safetensors, tensors only"),
+    "info": ("files", "describe a splat file or 4D sequence (count, SH degree, bounds, timesteps)"),
+    "convert": ("files", "convert between .ply, .splat, .spz and 4D sequence folders"),
+    "render": ("render", "render a splat scene from orbit cameras to PNGs and a contact sheet"),
+    "synth": ("synth", "write synthetic dynamic 4D scenes (moving textured objects, fixed cameras)"),
+    "reconstruct": ("reconstruct", "reconstruct a V x T grid of images into a 4D splat sequence (VGGT-based)"),
+    "cache-latents": ("cache_latents", "encode a frames dataset once into Wan latents + text states (sharded under torchrun)"),
+    "train-video": ("train_video", "fine-tune Wan into a fused 4D video model, or train the tiny one on the CPU"),
+    "train-recon": ("train_recon", "train the feed-forward 4D reconstructor (static, then dynamic stage)"),
+    "animate-scene": ("animate_scene", "animate a captured scene's frozen-time views (the Blender add-on's local back end)"),
+    "render-dataset": ("render_dataset", "render animated 3D assets into 4D training samples with Blender (sharded, resumable)"),
+    "export-comfy": ("export_comfy", "write a fine-tuned Wan / its LoRA as files ComfyUI's stock loaders read"),
+    "convert-weights": ("convert_weights", "convert a pickled checkpoint (.pt) to safetensors, tensors only"),
     "demo": ("demo", "the main job on the embedded default: sample scene -> 4D -> Gaussians"),
 }
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RuntimeError as exc:
         # out of memory even at the smallest chunk: one line saying what was tried (nothing was written)
-        oom = sys.modules.get(f"{__package__}.recon.oom")
+        oom = sys.modules.get(f"{__package__.rsplit('.', 1)[0]}.recon.oom")
         if oom is None or not isinstance(exc, oom.ReconstructionOutOfMemory):
             raise
         print(f"fuse4d {args._name}: error: {exc}", file=sys.stderr)

@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .wan.cache_latents import cache_latents
+    from ..wan.cache_latents import cache_latents
 
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     r = cache_latents(args.data, args.out, args.vae, args.text_encoder, args.device, dtype)

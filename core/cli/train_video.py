@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from .keys import CONFIGS
-from .model_io import VideoModelConfig
-from .flow import NOISE_LEVELS
-from .trainer import TrainVideoConfig, motion_config, tiny_config, train_video
+from ..wan.keys import CONFIGS
+from ..wan.model_io import VideoModelConfig
+from ..wan.flow import NOISE_LEVELS
+from ..wan.trainer import TrainVideoConfig, motion_config, tiny_config, train_video
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -62,14 +62,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_scene_gaussians(scene: str, timestep: int = 0):
     """'sample' or a file/sequence -> Gaussians (torch)."""
-    from .gaussians import Gaussians
+    from ..gaussians import Gaussians
 
     if scene == "sample":
-        from .scene import sample_scene
+        from ..scene import sample_scene
 
         return sample_scene()
-    from .files import read_any
-    from .io import Sequence4D
+    from ..files import read_any
+    from ..io import Sequence4D
 
     data = read_any(scene)
     if isinstance(data, Sequence4D):
@@ -82,9 +82,9 @@ def load_scene_gaussians(scene: str, timestep: int = 0):
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .cameras import orbit_cameras
-    from .images import contact_sheet, save_png
-    from .render import render
+    from ..cameras import orbit_cameras
+    from ..images import contact_sheet, save_png
+    from ..render import render
 
     spec = parse_cameras(args.cameras)
     width, height = parse_size(args.size)

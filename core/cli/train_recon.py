@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     from ..synthetic import SyntheticConfig
-    from .train import ReconTrainConfig, preset
+    from ..recon.train import ReconTrainConfig, preset
 
     cfg = preset(args.config)
     if args.config_json:
@@ -55,8 +55,8 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from .train import train
-    from .train_report import export_trained
+    from ..recon.train import train
+    from ..recon.train_report import export_trained
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:

@@ -29,8 +29,8 @@ def load_views(folder: Path, job: dict):
     import numpy as np
     import torch
 
-    from .images import load_image
-    from .io.paths import safe_member
+    from ..images import load_image
+    from ..io.paths import safe_member
 
     images = []
     for cam in job["cameras"]:
@@ -44,9 +44,9 @@ def load_views(folder: Path, job: dict):
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import animate
-    from .cameras import cameras_from_dicts, cameras_to_dicts
-    from .io import read_job, write_sequence
+    from .. import animate
+    from ..cameras import cameras_from_dicts, cameras_to_dicts
+    from ..io import read_job, write_sequence
 
     def progress(fraction: float, message: str) -> None:
         print(f"progress {fraction:.3f} {message}", flush=True)

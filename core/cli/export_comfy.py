@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .wan.export_comfy import export_lora, export_model
+    from ..wan.export_comfy import export_lora, export_model
 
     if not args.model_out and not args.lora_out:
         raise ValueError("nothing to write: give --model-out and/or --lora-out")

@@ -38,10 +38,10 @@ def _device(name: str):
 
 def build_model(args: argparse.Namespace):
     """-> (model, summary line). The config comes from the weights file when it has one."""
-    from .checkpoint import file_config
-    from .config import preset
-    from .model import VGGT4D
-    from .weights import load_vggt_weights
+    from ..recon.checkpoint import file_config
+    from ..recon.config import preset
+    from ..recon.model import VGGT4D
+    from ..recon.weights import load_vggt_weights
 
     if not args.weights and not args.random_init:
         raise ValueError("--weights FILE is required (a randomly initialised model reconstructs nothing; "
@@ -61,7 +61,7 @@ def model_name(cfg) -> str:
     """'full' / 'tiny' when the config is a preset's (switches aside), else 'custom'."""
     import dataclasses
 
-    from .config import full, tiny
+    from ..recon.config import full, tiny
 
     switches = ("enable_gaussian", "temporal_attention", "camera_token_replacement", "enable_point")
     same = {k: getattr(cfg, k) for k in switches}
@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..cameras import cameras_to_dicts
     from ..io import Sequence4D, write_sequence
-    from .api import reconstruct_timesteps, uses_head
-    from .frames import grid_files, load_grid
+    from ..recon.api import reconstruct_timesteps, uses_head
+    from ..recon.frames import grid_files, load_grid
 
     if args.views < 1:
         raise ValueError("--views must be at least 1")

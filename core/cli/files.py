@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 
-from .files import read_any, write_any
-from .io import Sequence4D, SplatArrays
+from ..files import read_any, write_any
+from ..io import Sequence4D, SplatArrays
 
 
 def add_info_arguments(p: argparse.ArgumentParser) -> None:

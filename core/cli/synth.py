@@ -20,14 +20,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli_render import parse_size
-    from .synthetic import SyntheticConfig, generate_dataset
+    from .render import parse_size
+    from ..synthetic import SyntheticConfig, generate_dataset
 
     width, height = parse_size(args.size)
     if args.scenes < 1 or args.views < 1 or args.frames < 1:
         raise ValueError("--scenes, --views and --frames must be at least 1")
     if args.kind == "motion":
-        from .motion_scenes import MotionSceneConfig, write_motion_dataset
+        from ..motion_scenes import MotionSceneConfig, write_motion_dataset
 
         if width != height:
             raise ValueError("--kind motion renders square frames: give --size NxN")

@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .weights_file import check_safetensors, convert_to_safetensors
+    from ..weights_file import check_safetensors, convert_to_safetensors
 
     if not str(args.dst).endswith(".safetensors"):
         raise ValueError(f"{args.dst}: the output must be a .safetensors file")

@@ -16,7 +16,7 @@ def _pair(text: str, name: str) -> tuple[float, float]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .render_dataset.plan import LIGHTINGS, RenderSettings
+    from ..render_dataset.plan import LIGHTINGS, RenderSettings
 
     d = RenderSettings()
     p.add_argument("assets", help="an asset (.glb/.gltf/.fbx/.blend with actions) or a folder of them (recursive)")
@@ -52,8 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from .cli_render import parse_size
-    from .render_dataset.plan import RenderSettings
+    from .render import parse_size
+    from ..render_dataset.plan import RenderSettings
 
     width, height = parse_size(args.size)
     return RenderSettings(views=args.views, frames=args.frames, heldout=args.heldout, width=width, height=height,
@@ -65,8 +65,8 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from .render_dataset import make_test_assets, run_shard
-    from .render_dataset.plan import parse_shard
+    from ..render_dataset import make_test_assets, run_shard
+    from ..render_dataset.plan import parse_shard
 
     if args.make_test_assets is not None:
         if args.make_test_assets < 1:
