@@ -6,6 +6,7 @@ import logging
 
 NONE = "none"
 FOLDERS = ("diffusion_models", "loras")
+APPLIED = ("clean-latent", "patch-embed", "channel-concat")  # what the patch feeds (core ReferenceConditioning)
 
 
 def settings_choices() -> list[str]:
@@ -56,10 +57,20 @@ def resolve(views: int, t_max: int, settings: dict | None, source: str = "the mo
                      f"(RoPE positions differ from training)")
     if settings.get("attention", "fused") != "fused":
         notes.append(f"{source} was trained with {settings['attention']} attention; this node runs fused attention")
-    extra = [c for c in settings.get("conditioning", []) if c != "clean-latent"]
-    if extra:
-        notes.append(f"{source} was trained with {', '.join(extra)} conditioning, which the pack does not apply "
-                     f"yet: references enter as known latents (4D Reference Frames) only")
+    unknown = [c for c in settings.get("conditioning", []) if c not in APPLIED]
+    if unknown:
+        notes.append(f"{source} was trained with {', '.join(unknown)} conditioning, which this pack does not "
+                     f"apply (only {', '.join(APPLIED)})")
     for note in notes:
         logging.warning("Fuse4D: %s", note)
     return views, t_max, notes
+
+
+def conditioning(settings: dict | None):
+    """The reference conditioning the model was trained with (core ReferenceConditioning), or None for a
+    file without settings (a base Wan: ComfyUI's own handling of known frames stays)."""
+    if settings is None:
+        return None
+    from ..core.wan.export_comfy import conditioning_of
+
+    return conditioning_of(settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .fuse4d_settings import NONE, load_settings, resolve, settings_choices
+from .fuse4d_settings import NONE, conditioning, load_settings, resolve, settings_choices
 from .wan_patch import BACKENDS, patch_fused_view_time
 
 
@@ -28,12 +28,15 @@ class FusedViewTimeAttention(io.ComfyNode):
                 io.Combo.Input("backend", options=list(BACKENDS), default="auto"),
                 io.Combo.Input("settings", options=settings_choices(), default=NONE, optional=True,
                                tooltip="a model or LoRA written by `fuse4d export-comfy`: views and t_max "
-                                       "default to what it was trained with; a warning when they differ"),
+                                       "default to what it was trained with (a warning when they differ), "
+                                       "and reference frames are fed the way it was trained (clean latents, "
+                                       "patch-embedding addition, channel concat, per-frame timesteps)"),
             ],
             outputs=[io.Model.Output()],
         )
 
     @classmethod
     def execute(cls, model, views, t_max, backend, settings=NONE) -> io.NodeOutput:
-        views, t_max, _ = resolve(views, t_max, load_settings(settings), settings)
-        return io.NodeOutput(patch_fused_view_time(model, views, t_max, backend))
+        found = load_settings(settings)
+        views, t_max, _ = resolve(views, t_max, found, settings)
+        return io.NodeOutput(patch_fused_view_time(model, views, t_max, backend, conditioning(found)))

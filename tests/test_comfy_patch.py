@@ -142,7 +142,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 import comfy.sd, comfy.sample, comfy.model_base, comfy.model_management as mm, comfy.model_patcher
-import comfy.patcher_extension, comfy.utils, folder_paths
+import comfy.patcher_extension, comfy.utils, comfy.latent_formats, folder_paths
 from comfy_api.latest import io
 import comfy_api.latest as latest
 from comfy_tiny_models import tiny_wan_dit
@@ -236,6 +236,24 @@ result["t_unknown_min"] = float(t[:, ~known].min())
 plain = sample(base)
 result["wan22_v1_equal"] = bool(torch.equal(sample(wan_patch.patch_fused_view_time(base, views=1)), plain))
 result["wan22_fused_differs"] = not torch.allclose(out, plain)
+# with the settings of a Fuse4D-trained Wan 2.2: the trainer's timesteps (the sampler's on every frame,
+# or with per-token timesteps 0 on the known frames) and the clean known latents as input
+from fuse4d.core.wan.conditioning import ReferenceConditioning
+clean = comfy.latent_formats.Wan22().process_in(samples)
+for per_token in (False, True):
+    seen = []
+    def record(executor, *args, **kwargs):
+        seen.append((args[0].detach().clone(), args[1].detach().clone()))
+        return executor(*args, **kwargs)
+    trained = wan_patch.patch_fused_view_time(base, views=V,
+                                              conditioning=ReferenceConditioning(per_token_timestep=per_token))
+    trained.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_t", record)
+    sample(trained)
+    x_in, t_in = seen[0]
+    key = "per_token" if per_token else "scalar"
+    result[f"{key}_t_shape"] = list(t_in.shape[1:])  # per batch row
+    result[f"{key}_t"] = t_in.reshape(t_in.shape[0], -1)[0].tolist()
+    result[f"{key}_known_clean"] = float((x_in[:, :, known] - clean[:, :, known]).abs().max())
 
 # 2. clear errors for wrong inputs
 not_wan = comfy.model_patcher.ModelPatcher(torch.nn.Linear(2, 2), load_device="cpu", offload_device="cpu")
@@ -362,6 +380,11 @@ def test_wan22_ti2v_reference_frames_are_kept_per_view(node_results):
     assert r["generated_finite"] and r["generated_moved"] > 1e-3
     assert r["t_known"] == 0.0 and r["t_unknown_min"] > 0.0  # Wan 2.2: clean frames at timestep 0
     assert r["wan22_v1_equal"] and r["wan22_fused_differs"]
+    # the settings of a Fuse4D-trained Wan 2.2 (patch + ReferenceConditioning): its trainer's timesteps
+    t = r["t_unknown_min"]
+    assert r["scalar_t_shape"] == [] and r["scalar_t"] == [pytest.approx(t)]
+    assert r["per_token_t_shape"] == [4] and r["per_token_t"] == [0.0, 0.0, 0.0, pytest.approx(t)]
+    assert r["scalar_known_clean"] < 1e-5 and r["per_token_known_clean"] < 1e-5
 
 
 def test_clear_errors_for_wrong_inputs(node_results):

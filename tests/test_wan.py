@@ -414,6 +414,52 @@ def test_channel_conditioning_and_reference_residual_sampling():
     assert torch.allclose(out.frames, row[:, None].expand_as(out.frames), atol=1.5 / 255)
 
 
+def test_reference_conditioning_for_hosts_matches_the_sampler():
+    """ReferenceConditioning (what the ComfyUI pack feeds): the patch-embedding term added to the input
+    gives the model's output with ConditionedPatchEmbedding (linear embedding), channel inputs are
+    concat_input's, per-frame timesteps are token_timesteps' per frame; noise masks -> cell masks."""
+    from fuse4d.core.wan.conditioning import (ReferenceConditioning, cell_mask, cells_from_noise_mask, concat_input,
+                                              install_patch_conditioning, reference_term, replace_clean,
+                                              set_reference, token_timesteps)
+
+    gen = torch.Generator().manual_seed(0)
+    wan = WanConfig(dim=32, num_layers=1, num_heads=2, ffn_dim=32, in_dim=4, out_dim=4, text_dim=16, freq_dim=32)
+    model = build_wan_transformer(wan).eval()
+    mask = cell_mask(2, 3, True, True)
+    x, ref = torch.randn(2, 4, 6, 4, 4, generator=gen), torch.randn(1, 4, 6, 4, 4, generator=gen)
+    text, t = torch.randn(2, 5, 16, generator=gen), torch.tensor([700.0, 700.0])
+    cond = ReferenceConditioning(patch_embed=True, per_token_timestep=True)
+    with torch.no_grad():
+        host = model(cond.model_input(x, ref, mask), cond.timesteps(t, mask).repeat_interleave(4, dim=1), text).sample
+        install_patch_conditioning(model)
+        set_reference(model, reference_term(ref, mask))
+        ours = model(replace_clean(x, ref, mask), token_timesteps(mask, t, 4), text).sample
+        set_reference(model, None)
+        plain = model(replace_clean(x, ref, mask), token_timesteps(mask, t, 4), text).sample
+    assert float((host - ours).abs().max()) < 1e-5 * float(ours.abs().max())
+    assert float((plain - ours).abs().max()) > 1e-2 * float(ours.abs().max())  # the term matters
+    assert cond.timesteps(t, mask)[0].tolist() == [0, 0, 0, 0, 700, 700]
+    assert torch.equal(cond.timesteps(t, torch.zeros_like(mask)), t)
+    concat = ReferenceConditioning(concat=True, position=True, view_change=True, grid=True)
+    assert concat.in_channels(4) == 2 * 4 + 1 + 2 + 4 + 2
+    assert torch.equal(concat.model_input(x, ref, mask), concat_input(replace_clean(x, ref, mask), ref, mask, True,
+                                                                     True, True))
+    assert ReferenceConditioning.from_dict(concat.to_dict()) == concat
+    # ComfyUI-style noise masks (1 = generate, 0 = known), per latent pixel and channel
+    noise_mask = torch.ones(2, 4, 6, 4, 4)
+    noise_mask[:, :, [0, 1, 2, 3]] = 0
+    assert torch.equal(cells_from_noise_mask(noise_mask, 2), mask)
+    noise_mask[:, :, 4, 0, 0] = 0.5
+    with pytest.raises(ValueError, match="latent frame 4 .view 1. is known only in part"):
+        cells_from_noise_mask(noise_mask, 2)
+    noise_mask[:, :, 4] = 1
+    noise_mask[1, :, 3] = 1
+    with pytest.raises(ValueError, match="masks differ"):
+        cells_from_noise_mask(noise_mask, 2)
+    with pytest.raises(ValueError, match="not a multiple of views=4"):
+        cells_from_noise_mask(noise_mask, 4)
+
+
 def test_reference_warp_moves_the_reference_and_starts_static():
     """"reference-warp": x0 = the broadcast reference sampled along the predicted flow + a residual. A zero
     output is the static copy; a flow of one latent pixel with the pixel codec shifts the unfolded image

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Reference-frame conditioning of a V x T latent grid laid out [B, C, V*T, h, w] (view-major).
 
-Two mechanisms, both used identically by the trainer and the sampler:
+Three mechanisms, each used identically by the trainer and the sampler:
   * clean-latent replacement (training-free): cells with a reference hold the clean reference latent
     at every step (and, optionally, timestep 0 for their tokens, as Wan 2.2 TI2V does);
   * additive patch-embedding conditioning (the paper's, needs a fine-tuned checkpoint): the patch
@@ -13,10 +13,14 @@ Two mechanisms, both used identically by the trainer and the sampler:
     and a small model learns "keep the scene, add the motion" in a few thousand steps instead of first
     learning to fetch the reference through attention. (Adding that broadcast to the additive term
     instead would be ambiguous: a linear embedding of noisy + reference cannot tell the two apart.)
+
+`ReferenceConditioning` gives the same model inputs to a host that runs the network itself (the
+ComfyUI pack), from the noisy latents, the reference latents and the cell mask.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -199,3 +203,101 @@ def set_reference(model: nn.Module, reference: torch.Tensor | None) -> None:
         model.patch_embedding.reference = reference
     elif reference is not None:
         raise RuntimeError("patch-embedding conditioning is not installed on this model")
+
+
+# ---------------------------------------------------------------- hosts that run the network themselves
+
+@dataclass(frozen=True)
+class ReferenceConditioning:
+    """How a trained model takes its reference frames, for a host that runs the network itself (ComfyUI
+    through the pack) and hands over the noisy latents, the reference latents and the cell mask: the
+    model input and timesteps the trainer and `generate_4d` feed.
+
+    * clean-latent replacement always: conditioned cells hold the clean reference;
+    * `patch_embed`: the reference term is added to the input instead of to the patch embedding's output.
+      The patch embedding is a linear convolution whose stride is its kernel and the reference term is
+      embedded without bias, so conv(x) + conv_nobias(r) = conv(x + r): the same network function (to
+      float rounding) with no hook on the embedding itself;
+    * `concat`: the input channels of `concat_input` (ray channels need cameras: not here);
+    * `per_token_timestep`: timestep 0 on conditioned cells, given per latent frame ([B, V*T]; a frame's
+      tokens share it, as `token_timesteps` gives them).
+    """
+    patch_embed: bool = False
+    concat: bool = False
+    position: bool = False
+    view_change: bool = False
+    grid: bool = False
+    per_token_timestep: bool = False
+
+    @classmethod
+    def of(cls, video_config) -> "ReferenceConditioning":
+        """From a VideoModelConfig; ray channels are refused (they read the views' cameras)."""
+        if video_config.concat_reference and video_config.ray_bands:
+            raise ValueError(f"this model reads the views' cameras ({video_config.ray_bands} ray bands in its "
+                             f"input channels); only the Fuse4D sampler gives it cameras")
+        concat = bool(video_config.concat_reference)
+        return cls(patch_embed=bool(video_config.patch_embed_conditioning), concat=concat,
+                   position=concat and bool(video_config.position_channels),
+                   view_change=concat and bool(video_config.view_change_channels),
+                   grid=concat and bool(video_config.grid_channels),
+                   per_token_timestep=bool(video_config.per_token_timestep))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ReferenceConditioning":
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown reference conditioning settings {unknown}")
+        return cls(**{k: bool(v) for k, v in d.items()})
+
+    def in_channels(self, channels: int) -> int:
+        """Model input channels for `channels` latent channels."""
+        return concat_channels(channels, self.position, self.view_change, self.grid) if self.concat else channels
+
+    def model_input(self, x: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Noisy latents [B, C, V*T, h, w] + reference latents ([B or 1, C, V*T, h, w]; only conditioned
+        cells are read) + cell mask [V, T] -> the model input (C or `in_channels(C)` channels)."""
+        if self.patch_embed and self.concat:
+            raise ValueError("patch-embedding and channel conditioning together: no Fuse4D model trains so")
+        if reference.shape[1:] != x.shape[1:] or reference.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"reference latents {tuple(reference.shape)} do not match the latents {tuple(x.shape)}")
+        if mask.numel() != x.shape[2]:
+            raise ValueError(f"a cell mask of {mask.numel()} cells for {x.shape[2]} latent frames")
+        reference = reference.to(x.device, x.dtype)
+        x = replace_clean(x, reference, mask)
+        if self.concat:
+            return concat_input(x, reference, mask, self.position, self.view_change, self.grid)
+        if self.patch_embed:
+            x = x + reference_term(reference, mask)
+        return x
+
+    def timesteps(self, timestep: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B] timesteps -> [B] (as given) or, with per-token timesteps, [B, V*T]: 0 on conditioned cells."""
+        if not self.per_token_timestep or not bool(mask.any()):
+            return timestep
+        keep = (~mask.reshape(-1)).to(device=timestep.device, dtype=timestep.dtype)
+        return timestep[:, None] * keep[None, :]
+
+
+def cells_from_noise_mask(noise_mask: torch.Tensor, views: int) -> torch.Tensor:
+    """The [V, T] cell mask of an inpainting-style mask [B, 1 or C, V*T, h, w] (1 = to generate, 0 = known,
+    what samplers keep): a cell is conditioned when its whole latent frame is known. A frame known only in
+    part, or batch rows that disagree, cannot be given to a Fuse4D model: ValueError."""
+    if noise_mask.ndim != 5:
+        raise ValueError(f"a noise mask [B, C, frames, h, w] was expected; got {tuple(noise_mask.shape)}")
+    frames = noise_mask.shape[2]
+    if views < 1 or frames % views:
+        raise ValueError(f"the noise mask has {frames} latent frames, not a multiple of views={views}")
+    m = noise_mask.detach().float().transpose(1, 2).flatten(2)           # [B, F, C*h*w]
+    known, unknown = m.amax(dim=2) <= 1e-6, m.amin(dim=2) >= 1 - 1e-6
+    partial = ~(known | unknown)
+    if bool(partial.any()):
+        frame = int(partial.any(dim=0).nonzero()[0])
+        raise ValueError(f"latent frame {frame} (view {frame // (frames // views)}) is known only in part (noise "
+                         f"mask values {float(m[:, frame].amin()):.3g}..{float(m[:, frame].amax()):.3g}): a "
+                         f"Fuse4D model takes reference frames as whole latent frames (4D Reference Frames)")
+    if not bool((known == known[:1]).all()):
+        raise ValueError("the batch's noise masks differ in which frames are known: one reference layout per batch")
+    return known[0].reshape(views, frames // views).to(noise_mask.device)

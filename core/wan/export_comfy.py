@@ -7,10 +7,22 @@
   `.alpha` (scale alpha / r), a key format LoraLoaderModelOnly maps onto the base Wan's self-attention.
 
 Both carry the Fuse4D settings the model was trained with in the safetensors metadata under "fuse4d"
-(JSON: views, frames, t_max, attention, conditioning, ...); the pack's Fused View-Time Attention node
-reads them (`read_fuse4d_settings`). ComfyUI's Wan detection fixes some architecture choices (head
-dim 128, 256 frequency dims, 4096-wide text, patch 1x2x2): a model outside them is refused, as is a
-study baseline (sequential / parallel attention) or a LoRA on layers other than self-attention.
+(JSON: views, frames, t_max, attention, conditioning, reference_conditioning, ...); the pack's Fused
+View-Time Attention node reads them (`read_fuse4d_settings`) and feeds the reference frames the way the
+trainer did (`conditioning_of`, core.wan.conditioning.ReferenceConditioning):
+* clean-latent replacement (every model): known cells hold the clean reference latents;
+* the paper's patch-embedding addition: no weights beyond Wan's (it reuses the model's own patch
+  embedding), so the file is a plain Wan; the node adds the reference term to the model input, which
+  the linear patch embedding turns into exactly the added embedding;
+* channel concat (in_dim 2C + 1, + position / fixed-view change / grid channels): also a plain Wan file.
+  ComfyUI's Wan detection reads in_dim from the patch embedding and builds that network (a T2V Wan
+  whose extra input channels ComfyUI fills with zeros); the node fills them with the references, the
+  flag and the other channels instead;
+* per-token timesteps (timestep 0 on known cells), per latent frame.
+ComfyUI's Wan detection fixes some architecture choices (head dim 128, 256 frequency dims, 4096-wide
+text, patch 1x2x2): a model outside them is refused, as is a study baseline (sequential / parallel
+attention), a model with ray channels (it reads the views' cameras, which ComfyUI's sampling does not
+carry) or a LoRA on layers other than self-attention.
 """
 from __future__ import annotations
 
@@ -21,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from .conditioning import ReferenceConditioning
 from .keys import WanConfig, diffusers_to_original_key, read_state_dict, to_diffusers_state_dict
 
 METADATA_KEY = "fuse4d"
@@ -57,7 +70,7 @@ def settings_of(model_cfg, run_cfg: dict | None = None) -> dict:
     out = {"format": SETTINGS_FORMAT, "t_max": int(model_cfg.t_max), "attention": model_cfg.attention,
            "conditioning": conditioning, "per_token_timestep": bool(model_cfg.per_token_timestep),
            "prediction": model_cfg.prediction, "flow_shift": float(model_cfg.flow_shift), "codec": model_cfg.codec,
-           "wan": model_cfg.wan.to_dict()}
+           "wan": model_cfg.wan.to_dict(), "reference_conditioning": ReferenceConditioning.of(model_cfg).to_dict()}
     if run_cfg:
         out.update(views=int(run_cfg["views"]), frames=int(run_cfg["frames"]), train=run_cfg.get("train", ""),
                    base=os.path.basename(run_cfg.get("init") or "") or None)
@@ -69,9 +82,9 @@ def _refuse_unsupported(model_cfg, what: str) -> None:
     if model_cfg.attention != "fused":
         problems.append(f"it is a study baseline (attention {model_cfg.attention!r}); the ComfyUI pack runs "
                         f"the fused pattern only")
-    if model_cfg.concat_reference:
-        problems.append("it takes the references as extra input channels (in_dim 2C + 1), which ComfyUI's "
-                        "stock Wan conditioning does not feed")
+    if model_cfg.concat_reference and model_cfg.ray_bands:
+        problems.append(f"its input channels include camera rays ({model_cfg.ray_bands} ray bands), and "
+                        f"ComfyUI's sampling carries no cameras to the model")
     if model_cfg.prediction != "velocity":
         problems.append(f"it predicts {model_cfg.prediction!r}, not Wan's velocity")
     if model_cfg.codec != "wan-vae":
@@ -190,6 +203,19 @@ def export_lora(run: str | os.PathLike, out: str | os.PathLike) -> Path:
     settings = dict(settings_of(info["model_cfg"], run_cfg), kind="lora", lora_rank=int(run_cfg["lora_rank"]),
                     step=int(json.loads((ckpt / "state.json").read_text())["step"]))
     return _save(tensors, out, settings)
+
+
+def conditioning_of(settings: dict) -> ReferenceConditioning:
+    """How the exported model takes its reference frames, from its stored settings (files written before
+    `reference_conditioning` was stored: from the `conditioning` list and `per_token_timestep`)."""
+    stored = settings.get("reference_conditioning")
+    if isinstance(stored, dict):
+        return ReferenceConditioning.from_dict(stored)
+    kinds = settings.get("conditioning", [])
+    if "channel-concat" in kinds:
+        raise ValueError("the settings name channel-concat conditioning but not its input channels")
+    return ReferenceConditioning(patch_embed="patch-embed" in kinds,
+                                 per_token_timestep=bool(settings.get("per_token_timestep", False)))
 
 
 def read_fuse4d_settings(path: str | os.PathLike) -> dict | None:
