@@ -8,7 +8,9 @@ Input i of a target is mutation `random.Random(seed * 10**9 + i)` of one of its 
 (tests/fuzz_targets.py), so every crash reported here is reproducible from its number. Per target:
 inputs tried, parsed, refused with the clear error, crashes (anything else), the largest memory peak
 of one input, and inputs over the bound (fuzz_targets.memory_bound: 64x the input + 8 MiB; SPZ,
-compressed: 8800x). Exit code 1 if anything crashed or went over the bound."""
+compressed: 8800x). OpenUSD targets run each input in a forked, memory-capped child and count its
+peak RSS growth too (C++ allocations); a child that dies (segfault) is a crash "process died".
+Exit code 1 if anything crashed or went over the bound."""
 from __future__ import annotations
 
 import argparse

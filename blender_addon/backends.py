@@ -27,7 +27,20 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .request_deadline import RequestWatchdog
+from .request_deadline import opener as request_opener
 from .splatio import JOB_FILE, JOB_FORMAT, RESULT_DIR, read_job, write_job  # noqa: F401 (re-exported)
+
+READ_CHUNK = 64 * 1024
+# A whole request may take this many request timeouts: more than one, so that a server that sends
+# nothing is reported by the socket timeout ("no answer within"), one that trickles by the deadline.
+REQUEST_LIMIT = 2
+# A request may last `timeout` plus 1 s per MIN_RATE bytes received: an honest download of a large
+# sequence is never cut off (it earns its time), a trickle is.
+MIN_RATE = 64 * 1024
+# After the prompt was accepted: this many polls in a row finding it neither queued, running nor
+# in the history mean the server forgot it (it restarted).
+FORGOTTEN_POLLS = 3
 
 PROGRESS_LINE = re.compile(r"^progress\s+([0-9.]+)\s*(.*)$")
 TQDM_PERCENT = re.compile(r"(\d{1,3})%\|")
@@ -334,16 +347,18 @@ class ComfyUIError(BackendError):
     """`transient`: the server may still come back (refused, reset, timed out, HTTP 5xx), so while
     polling it is retried within the deadline; anything else (nonsense, HTTP 4xx) fails at once."""
 
-    def __init__(self, message: str, transient: bool = False):
+    def __init__(self, message: str, transient: bool = False, status: int | None = None):
         super().__init__(message)
-        self.transient = transient
+        self.transient, self.status = transient, status  # status: the HTTP status code, if any
 
 
 class ComfyUIBackend(Backend):
-    """Upload views, queue the bound workflow, poll /history, download the output node's files into
-    JOB/result. All HTTP happens in background threads; poll() and cancel() only touch shared state.
-    Bounds: every request `timeout`; while polling, a server that gives no usable answer for
-    `deadline.quiet_seconds` (stopped, hanging, HTTP 5xx) fails the job; nonsense fails it at once."""
+    """Upload views, queue the bound workflow, poll /history (and /queue while it is not there),
+    download the output node's files into JOB/result. All HTTP happens in background threads; poll()
+    and cancel() only touch shared state. Bounds: every request `timeout` (whole request, see
+    _request); while polling, a server that gives no usable answer for `deadline.quiet_seconds`
+    (stopped, hanging, trickling, HTTP 5xx) fails the job; one that forgot the prompt fails it after
+    FORGOTTEN_POLLS polls; nonsense fails it at once."""
 
     def __init__(self, url: str, workflow: dict, bindings: ComfyBindings, timeout: float = 30.0,
                  poll_interval: float = 0.5, deadline: Deadline | None = None):
@@ -357,23 +372,61 @@ class ComfyUIBackend(Backend):
         self.prompt_id: str | None = None
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
+        self._no_queue = False  # the server answered GET /queue with 404
 
     # HTTP helpers
-    def _request(self, path: str, data: bytes | None = None, headers: dict | None = None) -> bytes:
+    def _request(self, path: str, data: bytes | None = None, headers: dict | None = None, sink=None) -> bytes:
+        """The whole answer (or, with `sink`, written to that file). Every socket operation waits at
+        most `timeout` (a hanging server: "no answer within"), the whole request at most
+        REQUEST_LIMIT x `timeout` plus 1 s per MIN_RATE bytes received (a trickling server: "no
+        complete answer within")."""
         req = urllib.request.Request(self.url + path, data=data, headers=headers or {})
         what = f"ComfyUI at {self.url} ({'POST' if data is not None else 'GET'} {path.split('?')[0]})"
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return resp.read()
-        except urllib.error.HTTPError as exc:
-            raise ComfyUIError(f"{what} answered HTTP {exc.code} {exc.reason}", transient=exc.code >= 500) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            reason = getattr(exc, "reason", exc)
-            if isinstance(reason, (TimeoutError, OSError)) and "timed out" in str(reason):
-                reason = f"no answer within {self.timeout:g} s"
-            elif isinstance(reason, ConnectionRefusedError):
-                reason = "connection refused: is the server running?"
-            raise ComfyUIError(f"{what}: {reason or type(exc).__name__}", transient=True) from None
+        with RequestWatchdog(REQUEST_LIMIT * self.timeout) as watchdog:
+            try:
+                with request_opener(watchdog).open(req, timeout=self.timeout) as resp:
+                    body = self._read_body(resp, watchdog, sink, what)
+            except urllib.error.HTTPError as exc:
+                if watchdog.fired:
+                    raise self._too_slow(what, watchdog) from None
+                raise ComfyUIError(f"{what} answered HTTP {exc.code} {exc.reason}", transient=exc.code >= 500,
+                                   status=exc.code) from None
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+                if watchdog.fired:
+                    raise self._too_slow(what, watchdog) from None
+                reason = getattr(exc, "reason", exc)
+                if isinstance(reason, (TimeoutError, OSError)) and "timed out" in str(reason):
+                    reason = f"no answer within {self.timeout:g} s"
+                elif isinstance(reason, ConnectionRefusedError):
+                    reason = "connection refused: is the server running?"
+                raise ComfyUIError(f"{what}: {reason or type(exc).__name__}", transient=True) from None
+        if watchdog.fired:  # cut off at the deadline: what arrived is not the whole answer
+            raise self._too_slow(what, watchdog)
+        return body
+
+    @staticmethod
+    def _read_body(resp, watchdog: RequestWatchdog, sink, what: str) -> bytes:
+        chunks, received = [], 0
+        while True:
+            chunk = resp.read(READ_CHUNK)
+            if not chunk:
+                break
+            received += len(chunk)
+            watchdog.credit(len(chunk) / MIN_RATE)
+            if sink is None:
+                chunks.append(chunk)
+            else:
+                sink.write(chunk)
+        # read(n) returns a short body quietly when the connection ends early: check its length.
+        expected = resp.headers.get("Content-Length", "")
+        if expected.isdigit() and int(expected) != received and not watchdog.fired:
+            raise ComfyUIError(f"{what}: the answer was cut off after {received} of {expected} bytes", transient=True)
+        return b"".join(chunks)
+
+    def _too_slow(self, what: str, watchdog: RequestWatchdog) -> "ComfyUIError":
+        return ComfyUIError(f"{what}: no complete answer within {watchdog.limit():.3g} s (the server sends too "
+                            f"slowly; a request may take {REQUEST_LIMIT * self.timeout:g} s plus 1 s per "
+                            f"{MIN_RATE // 1024} KiB received)", transient=True)
 
     def _json(self, path: str, payload: dict | None = None, shape: type = dict):
         """The answer as JSON of the given top-level type, or a ComfyUIError saying what came instead."""
@@ -464,8 +517,10 @@ class ComfyUIBackend(Backend):
 
     def _wait_for_outputs(self) -> dict | None:
         """Poll /history until our prompt is done: its outputs, or None when cancelled. Transient
-        errors are retried until the deadline; the last one is named in the failure."""
-        path, started, last_error = f"/history/{self.prompt_id}", time.monotonic(), None
+        errors are retried until the deadline; the last one is named in the failure. A prompt the
+        server no longer knows (in neither /history nor /queue for FORGOTTEN_POLLS polls in a row:
+        it restarted) fails the job then, rather than at `max_seconds`."""
+        path, started, last_error, forgotten = f"/history/{self.prompt_id}", time.monotonic(), None, 0
         while not self._cancel.is_set():
             why = self.deadline.exceeded()
             if why:
@@ -474,12 +529,14 @@ class ComfyUIBackend(Backend):
                 raise BackendError(f"ComfyUI at {self.url} {why}" + (f" (last: {last_error})" if last_error else ""))
             try:
                 entry = self._json(path).get(self.prompt_id)
+                queued = self._queued() if entry is None else True
             except ComfyUIError as exc:
                 if not exc.transient:
                     raise
                 last_error = exc
             else:
                 self.deadline.sign_of_life()
+                last_error = None
                 if entry is not None:
                     if not isinstance(entry, dict) or not isinstance(entry.get("status", {}), dict) or \
                             not isinstance(entry.get("outputs", {}), dict):
@@ -489,6 +546,11 @@ class ComfyUIBackend(Backend):
                         raise BackendError(f"ComfyUI failed: {state.get('messages', '')}"[:500])
                     if state.get("completed", True):
                         return entry.get("outputs", {})
+                forgotten = forgotten + 1 if queued is False else 0
+                if forgotten >= FORGOTTEN_POLLS:
+                    raise BackendError(f"ComfyUI at {self.url} no longer knows prompt {self.prompt_id}: it was "
+                                       f"neither queued, running nor in the history for {forgotten} polls in a row "
+                                       "(the server restarted?); nothing was imported, run the job again")
             # No fine-grained progress without the websocket: creep towards 0.9 while waiting.
             waited = time.monotonic() - started
             self.status.progress = 0.1 + 0.8 * waited / (waited + 30.0)
@@ -496,6 +558,25 @@ class ComfyUIBackend(Backend):
                                                                              if last_error else "")
             self._cancel.wait(self.poll_interval)
         return None
+
+    def _queued(self) -> bool | None:
+        """Whether our prompt is running or pending on the server (GET /queue); None when the server
+        has no /queue (then a forgotten prompt is only caught by the deadline)."""
+        if self._no_queue:
+            return None
+        try:
+            queue = self._json("/queue")
+        except ComfyUIError as exc:
+            if exc.status != 404:
+                raise
+            self._no_queue = True
+            return None
+        lists = [queue.get("queue_running"), queue.get("queue_pending")]
+        if not all(isinstance(items, list) for items in lists):
+            raise self._shape_error("/queue")
+        # Each item is [number, prompt_id, prompt, extra_data, outputs_to_execute].
+        return any(isinstance(item, list) and len(item) > 1 and item[1] == self.prompt_id
+                   for items in lists for item in items)
 
     def _download(self, outputs: dict, folder: Path) -> None:
         """Into a temporary folder beside the result, renamed into place once every file is whole;
@@ -514,7 +595,8 @@ class ComfyUIBackend(Backend):
                 if self._cancel.is_set():
                     raise BackendError("cancelled")
                 query = urllib.parse.urlencode({"filename": name, "subfolder": subfolder, "type": kind})
-                (tmp / local).write_bytes(self._request(f"/view?{query}"))
+                with open(tmp / local, "wb") as sink:  # streamed: an output may be larger than memory allows
+                    self._request(f"/view?{query}", sink=sink)
             shutil.rmtree(folder, ignore_errors=True)
             tmp.rename(folder)
         finally:

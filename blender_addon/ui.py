@@ -11,7 +11,7 @@ from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from . import importer, nodes
 from .animate import AnimateJob
-from .backends import ComfyBindings, ComfyUIBackend, LocalCLIBackend, load_workflow_template
+from .backends import ComfyBindings, ComfyUIBackend, Deadline, LocalCLIBackend, load_workflow_template
 from .rig import create_rig, rig_cameras
 from .splatio import SplatFormatError
 
@@ -37,6 +37,15 @@ class Fuse4DPreferences(bpy.types.AddonPreferences):
                                description="The Python of the environment where fuse4d is installed")
     cli_command: StringProperty(name="Command", default="-m fuse4d animate-scene",
                                 description="Arguments before --job/--out")
+    # Deadlines (backends.Deadline): how long a back end may show no sign of life, and the whole job.
+    cli_quiet_seconds: FloatProperty(name="CLI Quiet Limit (s)", default=600.0, min=1.0,
+                                     description="Stop the local CLI when it prints nothing for this long "
+                                                 "(model loading can be silent for minutes)")
+    comfy_quiet_seconds: FloatProperty(name="ComfyUI Quiet Limit (s)", default=60.0, min=1.0,
+                                       description="Fail when the ComfyUI server gives no usable answer for this long")
+    max_seconds: FloatProperty(name="Job Limit (s)", default=0.0, min=0.0,
+                               description="Fail a job that takes longer than this in all (0: no limit; real "
+                                           "models can take hours)")
 
     def draw(self, context):
         col = self.layout.column()
@@ -47,6 +56,10 @@ class Fuse4DPreferences(bpy.types.AddonPreferences):
         col.label(text="Local Fuse4D CLI back end")
         col.prop(self, "cli_python")
         col.prop(self, "cli_command")
+        col.label(text="Deadlines")
+        col.prop(self, "cli_quiet_seconds")
+        col.prop(self, "comfy_quiet_seconds")
+        col.prop(self, "max_seconds")
 
 
 def _display_options(op):
@@ -257,17 +270,28 @@ def command_arguments(text: str) -> list[str] | None:
         raise ValueError(f"the Command preference cannot be parsed ({exc})") from None
 
 
+def deadline_from(prefs, kind: str) -> Deadline:
+    """The back end's Deadline from the preferences (none: the defaults, 600 s CLI / 60 s ComfyUI)."""
+    if prefs is None:
+        return Deadline(quiet_seconds=600.0 if kind == "CLI" else 60.0)
+    quiet = prefs.cli_quiet_seconds if kind == "CLI" else prefs.comfy_quiet_seconds
+    return Deadline(quiet_seconds=quiet, max_seconds=prefs.max_seconds or None)
+
+
 def make_backend(context, kind: str):
     prefs = addon_prefs(context)
+    deadline = deadline_from(prefs, kind)
     if kind == "CLI":
         python = prefs.cli_python if prefs else ""
-        return LocalCLIBackend(bpy.path.abspath(python), command_arguments(prefs.cli_command if prefs else ""))
+        return LocalCLIBackend(bpy.path.abspath(python), command_arguments(prefs.cli_command if prefs else ""),
+                               deadline=deadline)
     template = bpy.path.abspath(prefs.comfy_workflow) if prefs and prefs.comfy_workflow else WORKFLOW_TEMPLATE
     workflow, bindings = load_workflow_template(template)
     if prefs and prefs.comfy_bindings.strip():  # preference overrides, key by key
         raw = json.loads(Path(template).read_text())["bindings"]
         bindings = ComfyBindings.from_dict({**raw, **json.loads(prefs.comfy_bindings)})
-    return ComfyUIBackend(prefs.comfy_url if prefs else "http://127.0.0.1:8188", workflow, bindings)
+    return ComfyUIBackend(prefs.comfy_url if prefs else "http://127.0.0.1:8188", workflow, bindings,
+                          deadline=deadline)
 
 
 class FUSE4D_OT_animate(bpy.types.Operator):

