@@ -166,7 +166,8 @@ def run_round(server: ComfyServer, round_index: int) -> dict:
     return {"round": round_index, "prompts": len(queued) + refused_at_prompt, "valid": valid_total,
             "valid_completed": ok, "invalid": PROMPTS_PER_ROUND - valid_total,
             "invalid_refused_at_prompt": refused_at_prompt, "invalid_failed_in_execution": failed_cleanly,
-            "execution_error_types": error_types, "invalid_how": how, "wrong": wrong, "seconds": round(time.monotonic() - started, 1),
+            "execution_error_types": error_types, "invalid_how": how, "wrong": wrong,
+            "seconds": round(time.monotonic() - started, 1),
             "queue_polls": polls, "queue_unanswered": unanswered, "worst_queue_latency_s": round(worst_latency, 3),
             "rss_mib": round(rss_mib(server.proc.pid), 1)}
 
