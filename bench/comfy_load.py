@@ -1,27 +1,36 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Load on a real ComfyUI server (not a test): a queue of mixed Fuse4D prompts, valid and invalid.
 
-    .venv/bin/python bench/comfy_load.py [--rounds 2] [--json out.json]
+    .venv/bin/python bench/comfy_load.py [--rounds 2] [--json out.json] [--rss-growth-mib 64]
 
 Starts ComfyUI v0.3.75 as the tests do (tests/comfy_runtime.py installs it into .cache/ once), with
-the tiny models, and per round queues 24 prompts at once: the three example workflows on tiny
-models with varied seeds and sizes, and invalid ones (a wrong image count, a missing sequence, bad
-cameras_json, an unknown node, a broken link). Measured: every valid prompt completes, every
-invalid one fails with an error (at /prompt or in /history), the server answers /queue throughout
-(worst latency), and its resident memory after each round (VmRSS) against the first round's."""
+the tiny models, and per round queues 24 prompts at once, in a seeded shuffled order: 14 valid ones
+(the three example workflows on tiny models: 5 text-to-4D and 5 animate-a-scene with varied seeds,
+4 reconstruct-only with varied fps) and 10 invalid ones, two of each kind: bad cameras_json, a
+wrong image count and a sequence outside the input folder (these fail while running, with a
+ValueError naming the problem), an unknown node and a broken link (both refused at /prompt).
+Measured: every valid prompt completes, every invalid one fails cleanly (refused at /prompt, or a
+ValueError in /history; any other exception type counts as wrong), the server answers /queue
+throughout (worst latency; unanswered polls), and its resident memory (VmRSS) after each round
+against the first round's, with a stated bound on the growth. Exit code 1 when anything is wrong."""
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import tempfile
 import time
+import urllib.error
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from comfy_runtime import ComfyServer, PromptFailed  # noqa: E402
 from conftest_comfy import load_workflow, start_tiny_server, swap_tiny, write_scene_ply  # noqa: E402
+
+PROMPTS_PER_ROUND = 24
+CLEAN_EXECUTION_ERRORS = {"ValueError"}  # the pack's one error type for bad inputs
 
 
 def rss_mib(pid: int) -> float:
@@ -40,76 +49,135 @@ def with_seed(prompt: dict, seed: int) -> dict:
     return prompt
 
 
-def mixed_prompts(server: ComfyServer, round_index: int) -> list[tuple[str, dict, bool]]:
-    """(label, prompt, valid) x 24."""
+def valid_prompts(server: ComfyServer, round_index: int) -> list[tuple[str, dict, bool]]:
     out = []
-    for i in range(6):
+    for i in range(5):
         seed = 1000 * round_index + i
         out.append((f"text_to_4d seed {seed}", with_seed(swap_tiny(load_workflow("text_to_4d_wan21_t2v_1.3b.json"),
                                                                   server, steps=1), seed), True))
         out.append((f"animate_scene seed {seed}", with_seed(swap_tiny(load_workflow("animate_scene_wan22_ti2v_5b.json"),
                                                                      server, steps=1), seed), True))
-        out.append((f"reconstruct_only {i}", with_seed(swap_tiny(load_workflow("reconstruct_only.json"), server), seed),
-                    True))
+    for i in range(4):
+        recon = with_seed(swap_tiny(load_workflow("reconstruct_only.json"), server), 1000 * round_index + i)
+        for node in recon.values():
+            if node["class_type"] == "Fuse4DReconstruct4DGaussians":
+                node["inputs"]["fps"] = 8.0 + i + 10 * round_index  # a new input: the node runs again
+        out.append((f"reconstruct_only {i}", recon, True))
+    return out
+
+
+def invalid_prompts(server: ComfyServer) -> list[tuple[str, dict, bool]]:
     bad_cams = swap_tiny(load_workflow("animate_scene_wan22_ti2v_5b.json"), server, steps=1)
     for node in bad_cams.values():
         if node["class_type"] == "Fuse4DRenderFrozenTimeViews":
             node["inputs"]["cameras_json"] = json.dumps([{"viewmat": [[0] * 4] * 4, "K": [[0] * 3] * 3,
                                                           "width": 8, "height": 8}])
-    missing = {"1": {"class_type": "Fuse4DLoad4DSplats", "inputs": {"sequence": "../../etc"}},
+    outside = {"1": {"class_type": "Fuse4DLoad4DSplats", "inputs": {"sequence": "../../etc"}},
                "2": {"class_type": "Fuse4DSave4DSplats", "inputs": {"gaussians": ["1", 0], "filename_prefix": "x",
                                                                    "format": "ply sequence", "fps": 0.0}}}
     unknown = {"1": {"class_type": "Fuse4DNoSuchNode", "inputs": {}}}
-    broken = swap_tiny(load_workflow("reconstruct_only.json"), server)  # one link to a node that is not there
-    for node in broken.values():
-        for key, value in node["inputs"].items():
-            if isinstance(value, list) and len(value) == 2:
-                node["inputs"][key] = ["999", 0]
-                break
+    broken = swap_tiny(load_workflow("reconstruct_only.json"), server)
+    broken["3"]["inputs"]["images"] = ["999", 0]  # a link to a node that is not there
+    image_count = {  # 3 frozen-time images for a grid of 2 views
+        "1": {"class_type": "Fuse4DLoadSplat", "inputs": {"splat": "scene.ply"}},
+        "2": {"class_type": "Fuse4DRenderFrozenTimeViews", "inputs": {
+            "splat": ["1", 0], "views": 3, "width": 32, "height": 32, "radius": 0.0, "elevation_deg": 10.0,
+            "arc_deg": 40.0, "fov_deg": 50.0}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": server.tiny["vae"]}},
+        "4": {"class_type": "Fuse4DEmpty4DLatent", "inputs": {"vae": ["3", 0], "width": 32, "height": 32,
+                                                             "views": 2, "frames": 5, "batch_size": 1}},
+        "5": {"class_type": "Fuse4DReferenceFrames", "inputs": {"vae": ["3", 0], "latent": ["4", 0],
+                                                               "frozen_time": ["2", 0]}},
+        "6": {"class_type": "Fuse4DDecode4DGrid", "inputs": {"vae": ["3", 0], "samples": ["5", 0], "views": 0}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "load/bad"}},
+    }
+    out = []
     for j in range(2):
-        out += [(f"bad cameras_json {j}", bad_cams, False), (f"sequence outside input {j}", missing, False),
-                (f"unknown node {j}", unknown, False)]
-    while len(out) < 24:
-        out.append(("broken link", broken, False))
+        out += [(f"bad cameras_json {j}", bad_cams, False), (f"wrong image count {j}", image_count, False),
+                (f"sequence outside input {j}", outside, False), (f"unknown node {j}", unknown, False),
+                (f"broken link {j}", broken, False)]
     return out
 
 
+def mixed_prompts(server: ComfyServer, round_index: int) -> list[tuple[str, dict, bool]]:
+    """(label, prompt, valid) x 24, valid and invalid interleaved (seeded)."""
+    out = valid_prompts(server, round_index) + invalid_prompts(server)
+    assert len(out) == PROMPTS_PER_ROUND
+    random.Random(round_index).shuffle(out)
+    return out
+
+
+def outcome(entry: dict) -> tuple[str, str | None, str]:
+    """('success' | 'error', the exception type of an execution error, its message's start)."""
+    status = entry["status"]
+    errors = [m[1] for m in status.get("messages", []) if m[0] == "execution_error"]
+    if not errors:
+        return status.get("status_str"), None, ""
+    return status.get("status_str"), errors[0].get("exception_type"), errors[0].get("exception_message", "")[:160]
+
+
 def run_round(server: ComfyServer, round_index: int) -> dict:
-    queued, refused_at_prompt = [], 0
-    for label, prompt, valid in mixed_prompts(server, round_index):
+    queued, refused_at_prompt, wrong = [], 0, []
+    how: dict[str, str] = {}  # invalid kind -> how it failed
+    prompts = mixed_prompts(server, round_index)
+    valid_total = sum(1 for _, _, valid in prompts if valid)
+    for label, prompt, valid in prompts:
         try:
             queued.append((label, server.queue(prompt), valid))
-        except PromptFailed:
+        except PromptFailed as refusal:
             if valid:
-                raise
-            refused_at_prompt += 1
-    worst_latency, pending = 0.0, {pid for _, pid, _ in queued}
-    deadline = time.monotonic() + 3600
+                wrong.append(f"{label}: refused at /prompt")
+            else:
+                refused_at_prompt += 1
+                how[label.rsplit(" ", 1)[0]] = f"refused at /prompt: {str(refusal)[:160]}"
+    worst_latency, unanswered, polls = 0.0, 0, 0
+    pending = {pid for _, pid, _ in queued}
     results = {}
+    started = time.monotonic()
+    deadline = started + 3600
     while pending and time.monotonic() < deadline:
-        started = time.monotonic()
-        server.get_json("/queue", timeout=30)
-        worst_latency = max(worst_latency, time.monotonic() - started)
+        polls += 1
+        t0 = time.monotonic()
+        try:
+            server.get_json("/queue", timeout=30)
+            worst_latency = max(worst_latency, time.monotonic() - t0)
+        except (urllib.error.URLError, OSError):
+            unanswered += 1
         for pid in list(pending):
             entry = server.history(pid)
             if entry and entry.get("status", {}).get("completed") is not None:
-                results[pid] = entry["status"].get("status_str")
+                results[pid] = outcome(entry)
                 pending.discard(pid)
         time.sleep(0.5)
-    ok = sum(1 for _, pid, valid in queued if valid and results.get(pid) == "success")
-    failed_cleanly = sum(1 for _, pid, valid in queued if not valid and results.get(pid) == "error")
-    wrong = [label for label, pid, valid in queued if results.get(pid) != ("success" if valid else "error")]
-    valid_total = sum(1 for _, _, valid in queued if valid)
+    ok = failed_cleanly = 0
+    error_types: dict[str, int] = {}
+    for label, pid, valid in queued:
+        status, error_type, message = results.get(pid, ("unfinished", None, ""))
+        if error_type:
+            error_types[error_type] = error_types.get(error_type, 0) + 1
+        if not valid:
+            how[label.rsplit(" ", 1)[0]] = f"{status} in execution: {error_type}: {message}"
+        if valid and status == "success":
+            ok += 1
+        elif not valid and status == "error" and error_type in CLEAN_EXECUTION_ERRORS:
+            failed_cleanly += 1
+        else:
+            wrong.append(f"{label}: {status} {error_type or ''}".strip())
     return {"round": round_index, "prompts": len(queued) + refused_at_prompt, "valid": valid_total,
-            "valid_completed": ok, "invalid_refused_at_prompt": refused_at_prompt,
-            "invalid_failed_in_execution": failed_cleanly, "wrong": wrong,
-            "worst_queue_latency_s": round(worst_latency, 3), "rss_mib": round(rss_mib(server.proc.pid), 1)}
+            "valid_completed": ok, "invalid": PROMPTS_PER_ROUND - valid_total,
+            "invalid_refused_at_prompt": refused_at_prompt, "invalid_failed_in_execution": failed_cleanly,
+            "execution_error_types": error_types, "invalid_how": how, "wrong": wrong,
+            "seconds": round(time.monotonic() - started, 1),
+            "queue_polls": polls, "queue_unanswered": unanswered, "worst_queue_latency_s": round(worst_latency, 3),
+            "rss_mib": round(rss_mib(server.proc.pid), 1)}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--json")
+    p.add_argument("--rss-growth-mib", type=float, default=64.0,
+                   help="bound: VmRSS after any round at most this much above the first round's")
     args = p.parse_args()
     server = start_tiny_server(Path(tempfile.mkdtemp(prefix="fuse4d-load-")))
     rows = []
@@ -120,13 +188,17 @@ def main() -> int:
         for r in range(args.rounds):
             row = run_round(server, r)
             row["rss_at_start_mib"] = round(start_rss, 1)
+            row["rss_growth_vs_first_mib"] = round(row["rss_mib"] - (rows[0] if rows else row)["rss_mib"], 1)
+            row["rss_within_bound"] = row["rss_growth_vs_first_mib"] <= args.rss_growth_mib
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:
         server.stop()
+    summary = {"rounds": rows, "rss_growth_bound_mib": args.rss_growth_mib,
+               "ok": all(not r["wrong"] and r["queue_unanswered"] == 0 and r["rss_within_bound"] for r in rows)}
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
-    return 0 if all(not r["wrong"] for r in rows) else 1
+        Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
+    return 0 if summary["ok"] else 1
 
 
 def _grid_input(server: ComfyServer) -> None:

@@ -156,7 +156,7 @@ class Reconstruct4DGaussians(io.ComfyNode):
         api = _recon_api()
         model = reconstructor.load(api.inference_memory(reconstructor.patcher.model, v, t, *images.shape[1:3]))
         steps = Steps(t)
-        frames, predicted = api.reconstruct_grid(model, cube, progress=_progress(steps))
+        frames, predicted = api.reconstruct_grid(model, cube, progress=steps.tick)
         frames = [g.detach().to("cpu") for g in frames]
         predicted = predicted.to("cpu")
         extra = {"reconstructor": reconstructor.name}
@@ -167,11 +167,3 @@ class Reconstruct4DGaussians(io.ComfyNode):
             predicted = cameras
             extra["alignment"] = align.tolist()
         return io.NodeOutput(Animated4D(frames=frames, cameras=predicted, fps=fps, extra=extra))
-
-
-def _progress(steps: Steps):
-    def tick(*_args, **_kwargs):
-        steps.check()
-        steps.done()
-
-    return tick

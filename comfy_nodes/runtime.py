@@ -18,6 +18,12 @@ class Steps:
     def done(self, n: int = 1) -> None:
         self.bar.update(n)
 
+    def tick(self, *_args, **_kwargs) -> None:
+        """A progress callback for the core (called after each unit of work): stops on an interrupt
+        there, so the core's cleanup (temporary folders) runs before the node ends."""
+        self.check()
+        self.done()
+
 
 def torch_device():
     return comfy.model_management.get_torch_device()

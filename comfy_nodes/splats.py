@@ -336,8 +336,7 @@ class Save4DSplats(io.ComfyNode):
             write_spz_sequence(folder, seq, steps)
         elif format == "ply sequence":
             steps.check()
-            write_sequence(folder, seq)
-            steps.done(len(seq.frames))
+            write_sequence(folder, seq, progress=steps.tick)  # interruptible between timesteps
         else:
             raise ValueError(f"unknown format {format!r}; choose from {SAVE_FORMATS}")
         manifest = json.loads((folder / "manifest.json").read_text())

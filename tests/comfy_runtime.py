@@ -157,11 +157,15 @@ class ComfyServer:
     def object_info(self) -> dict:
         return self.get_json("/object_info")
 
-    def queue(self, prompt: dict) -> str:
-        return self.post_json("/prompt", {"prompt": prompt, "client_id": self.client_id})["prompt_id"]
+    def queue(self, prompt: dict, prompt_id: str | None = None) -> str:
+        payload = {"prompt": prompt, "client_id": self.client_id}
+        if prompt_id is not None:  # chosen by the caller, e.g. to arm a test gate before it runs
+            payload["prompt_id"] = prompt_id
+        return self.post_json("/prompt", payload)["prompt_id"]
 
-    def interrupt(self) -> None:
-        self.post_json("/interrupt", {})
+    def interrupt(self, prompt_id: str | None = None) -> None:
+        """POST /interrupt: the running prompt, or only `prompt_id` if that one is running."""
+        self.post_json("/interrupt", {"prompt_id": prompt_id} if prompt_id else {})
 
     def history(self, prompt_id: str) -> dict | None:
         return self.get_json(f"/history/{prompt_id}").get(prompt_id)

@@ -60,8 +60,44 @@ def start_tiny_server(base: Path) -> ComfyServer:
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory):
     server = start_tiny_server(tmp_path_factory.mktemp("comfyui"))
+    # The base model's output and state before any Fuse4D prompt ran in this server (seconds).
+    server.baseline = run_base_model(server)
     yield server
     server.stop()
+
+
+def base_model_prompt(server, prefix: str) -> dict:
+    """The plain Wan graph (no Fuse4D node): the example workflow's model loader and model sampling
+    (same node ids and inputs, so ComfyUI hands it the very MODEL objects the Fuse4D prompts patch
+    clones of), a stock video latent, 2 sampling steps, the latent saved as safetensors (exact)."""
+    t2v = swap_tiny(load_workflow("text_to_4d_wan21_t2v_1.3b.json"), server)
+    return {
+        "1": t2v["1"], "2": t2v["2"],
+        "base_pos": {"class_type": "Fuse4DTestTinyText", "inputs": {"text": "a base model run"}},
+        "base_neg": {"class_type": "Fuse4DTestTinyText", "inputs": {"text": "blurry"}},
+        "base_latent": {"class_type": "EmptyHunyuanLatentVideo",
+                        "inputs": {"width": 64, "height": 48, "length": 5, "batch_size": 1}},
+        "base_sampler": {"class_type": "KSampler", "inputs": {
+            "model": ["2", 0], "seed": 7, "steps": 2, "cfg": 6.0, "sampler_name": "uni_pc", "scheduler": "simple",
+            "positive": ["base_pos", 0], "negative": ["base_neg", 0], "latent_image": ["base_latent", 0],
+            "denoise": 1.0}},
+        "base_save": {"class_type": "SaveLatent", "inputs": {"samples": ["base_sampler", 0],
+                                                             "filename_prefix": prefix}},
+        "base_state": {"class_type": "Fuse4DTestModelState", "inputs": {"model": ["2", 0]}},
+    }
+
+
+def run_base_model(server, prefix: str = "base/latent") -> dict:
+    """Run the base model graph: {"latent": the sampled tensor as saved, "state": the MODEL's
+    patches and weights digest (JSON), "sampled": whether the sampler ran (not a cached output)}."""
+    from safetensors.torch import load_file
+
+    entry = server.run(base_model_prompt(server, prefix))
+    saved = entry["outputs"]["base_save"]["latents"][0]
+    latent = load_file(server.output_dir / saved["subfolder"] / saved["filename"])["latent_tensor"]
+    cached = [m[1]["nodes"] for m in entry["status"]["messages"] if m[0] == "execution_cached"]
+    return {"latent": latent, "state": entry["outputs"]["base_state"]["text"][0],
+            "sampled": not any("base_sampler" in nodes for nodes in cached)}
 
 
 def small_scene(step: int = 6):

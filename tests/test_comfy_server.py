@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image, ImageSequence
 
-from conftest_comfy import WORKFLOWS, comfy_server, load_workflow, small_scene, swap_tiny, write_scene_ply  # noqa: F401
+from conftest_comfy import (WORKFLOWS, comfy_server, load_workflow, run_base_model, small_scene,  # noqa: F401
+                            swap_tiny, write_scene_ply)
 
 EXPECTED_NODES = {
     "Fuse4DFusedViewTimeAttention", "Fuse4DEmpty4DLatent", "Fuse4DReferenceFrames", "Fuse4DDecode4DGrid",
@@ -125,34 +129,84 @@ def test_reconstruct_only_workflow(comfy_server):
     assert all(np.asarray(Image.open(f).convert("RGB"), dtype=np.float32).std() > 1.0 for f in rendered)
 
 
-def test_interrupt_stops_sampling_and_next_prompt_runs(comfy_server):
-    prompt = swap_tiny(load_workflow("text_to_4d_wan21_t2v_1.3b.json"), comfy_server, steps=400)
-    for nid in [n for n, v in prompt.items() if v["class_type"] in ("Fuse4DLoadReconstructor",
-                                                                      "Fuse4DReconstruct4DGaussians",
-                                                                      "Fuse4DSave4DSplats")]:
-        del prompt[nid]
+# Where the text-to-4D graph is interrupted: (node id, Save 4D Splats format). The gate holds the
+# node after its first step (a sampling step, a decoded view, a reconstructed or saved timestep).
+INTERRUPT_POINTS = {
+    "sampling": ("9", "ply sequence"),
+    "decoding": ("10", "ply sequence"),
+    "reconstruction": ("16", "ply sequence"),
+    "saving ply": ("17", "ply sequence"),
+    "saving spz": ("17", "spz"),
+}
+
+
+def output_entries(root: Path) -> set[Path]:
+    return {p.relative_to(root) for p in root.rglob("*")}
+
+
+def interrupt_at_gate(server, prompt: dict, node_id: str, after: int = 1, timeout: float = 240) -> dict:
+    """Queue `prompt`, hold `node_id` after its step `after` (tests/comfy_test_nodes/gate.py), POST
+    /interrupt while it is held, and return the prompt's history entry."""
+    from comfy_test_nodes.gate import ARM_FILE
+
+    prompt_id = uuid.uuid4().hex
+    reached = server.base / "temp" / f"gate_{prompt_id}"
+    arm = server.base / "temp" / ARM_FILE
+    arm.parent.mkdir(parents=True, exist_ok=True)
+    arm.with_suffix(".tmp").write_text(json.dumps({"prompt_id": prompt_id, "node_id": node_id, "after": after,
+                                                   "reached": reached.name}))
+    arm.with_suffix(".tmp").replace(arm)  # the gate never reads half a file
+    try:
+        server.queue(prompt, prompt_id=prompt_id)
+        deadline = time.monotonic() + timeout
+        while not reached.exists():
+            entry = server.history(prompt_id)
+            assert not (entry and entry["status"].get("completed") is not None), \
+                f"the prompt ended before node {node_id} reached step {after}: {entry['status']}"
+            assert time.monotonic() < deadline, f"node {node_id} did not reach step {after} in {timeout} s"
+            time.sleep(0.05)
+        server.interrupt(prompt_id)
+        return server.wait(prompt_id, timeout=120, allow_error=True)
+    finally:
+        arm.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("stage", list(INTERRUPT_POINTS))
+def test_interrupt_inside_a_node_leaves_no_partial_output_and_the_base_model_as_before(comfy_server, stage):
+    """An interrupt landing inside sampling, the pack's decoding, reconstruction or saving: the prompt
+    stops in that node, nothing half-written is left in the output folder, and the next prompt (the
+    plain Wan graph, no Fuse4D node) samples exactly what it sampled before any Fuse4D run, from a
+    model carrying the same options, wrappers, patches and weights."""
+    node_id, fmt = INTERRUPT_POINTS[stage]
+    slug = stage.replace(" ", "_")
+    prompt = swap_tiny(load_workflow("text_to_4d_wan21_t2v_1.3b.json"), comfy_server)
+    prompt["9"]["inputs"]["seed"] = 500 + list(INTERRUPT_POINTS).index(stage)  # nothing cached: every node runs
+    prompt["17"]["inputs"]["format"] = fmt
     for node in prompt.values():
-        if node["class_type"] == "KSampler":
-            node["inputs"]["seed"] = 1234  # not cached from the other test
-    pid = comfy_server.queue(prompt)
-    deadline = time.monotonic() + 60
-    while not comfy_server.is_running(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(2.0)  # well inside the 400 sampling steps
-    comfy_server.interrupt()
-    entry = comfy_server.wait(pid, timeout=60, allow_error=True)
-    messages = [m[0] for m in entry["status"]["messages"]]
-    assert "execution_interrupted" in messages, messages
-    assert not any(o.get("images") for o in entry["outputs"].values())
-    # The server serves the next prompt.
-    small = swap_tiny(load_workflow("text_to_4d_wan21_t2v_1.3b.json"), comfy_server, steps=1)
-    small = {k: v for k, v in small.items() if v["class_type"] not in (
-        "Fuse4DLoadReconstructor", "Fuse4DReconstruct4DGaussians", "Fuse4DSave4DSplats")}
-    for node in small.values():
-        if node["class_type"] == "KSampler":
-            node["inputs"]["seed"] = 99
-    after = comfy_server.run(small, timeout=120)
-    assert after["status"]["status_str"] == "success"
+        if "filename_prefix" in node["inputs"]:
+            node["inputs"]["filename_prefix"] = f"interrupt_{slug}/" + node["inputs"]["filename_prefix"].split("/")[-1]
+    before = output_entries(comfy_server.output_dir)
+
+    entry = interrupt_at_gate(comfy_server, prompt, node_id)
+    stopped = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_interrupted"]
+    assert stopped and stopped[0]["node_id"] == node_id, entry["status"]["messages"]
+    assert node_id not in stopped[0]["executed"]
+
+    new = output_entries(comfy_server.output_dir) - before
+    assert not [p for p in new if any(part.startswith(".") or "partial" in part for part in p.parts)], new
+    assert not [p for p in new if p.suffix in (".ply", ".spz", ".json") or "splats" in p.name], new
+    if stage in ("sampling", "decoding"):
+        assert not new, new  # every save node is downstream
+    for path in (comfy_server.output_dir / p for p in new if (comfy_server.output_dir / p).is_file()):
+        assert path.suffix in (".png", ".webp"), path
+        with Image.open(path) as image:  # an image an earlier node saved is whole
+            image.load()
+
+    after = run_base_model(comfy_server, prefix=f"interrupt_{slug}/base")
+    assert after["sampled"], "the sampler's output came from the cache: nothing was compared"
+    assert after["state"] == comfy_server.baseline["state"], "the base MODEL differs from before any Fuse4D run"
+    assert torch.equal(after["latent"], comfy_server.baseline["latent"]), \
+        "the unpatched run after the interrupt is not bit-identical to the base model's first run"
 
 
 def test_bad_image_count_gives_clear_error(comfy_server):

@@ -258,6 +258,28 @@ def test_sequence_write_is_atomic(tmp_path, monkeypatch):
     assert len(read_sequence(tmp_path / "seq")) == 2
 
 
+def test_sequence_write_stopped_by_its_progress_callback_leaves_nothing(tmp_path):
+    class Stop(Exception):  # stands in for ComfyUI's interrupt, raised between timesteps
+        pass
+
+    ticks = []
+
+    def progress():
+        ticks.append(sorted(p.name for p in tmp_path.iterdir()))
+        if len(ticks) == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        write_sequence(tmp_path / "seq", make_sequence(T=3), progress=progress)
+    assert len(ticks) == 2 and ticks[0] != ["seq"]  # called per timestep, while only the temporary exists
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary
+    write_sequence(tmp_path / "seq", make_sequence(T=2))
+    with pytest.raises(Stop):
+        ticks.clear()
+        write_sequence(tmp_path / "seq", make_sequence(T=3), progress=progress)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seq"] and len(read_sequence(tmp_path / "seq")) == 2
+
+
 def test_sequence_accepts_numpy_cameras(tmp_path):
     seq = make_sequence()
     seq.cameras = [{"viewmat": np.eye(4, dtype=np.float32), "K": np.eye(3), "width": np.int64(8), "height": 8}]

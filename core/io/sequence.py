@@ -8,6 +8,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -68,8 +69,10 @@ def manifest_text(manifest: dict) -> str:
     return re.sub(r"\[\s*([-+0-9.eE,\s]+?)\s*\]", one_line, json.dumps(manifest, indent=1)) + "\n"
 
 
-def write_sequence(folder: str | os.PathLike, seq: Sequence4D) -> Path:
-    """Write the folder atomically: built under a temporary name, then swapped in."""
+def write_sequence(folder: str | os.PathLike, seq: Sequence4D, progress: Callable[[], object] | None = None) -> Path:
+    """Write the folder atomically: built under a temporary name, then swapped in. `progress()` is
+    called with no arguments after each timestep's file; it may raise to stop (e.g. a user's
+    interrupt), and then nothing is left: neither the new folder nor its temporary."""
     if not seq.frames:
         raise ValueError("a 4D sequence needs at least one timestep")
     if seq.corresponding and len({len(f) for f in seq.frames}) > 1:
@@ -85,6 +88,8 @@ def write_sequence(folder: str | os.PathLike, seq: Sequence4D) -> Path:
     with atomic_folder(folder) as tmp:
         for t, frame in enumerate(seq.frames):
             write_ply(tmp / frame_name(t), frame)
+            if progress is not None:
+                progress()
         (tmp / MANIFEST).write_text(manifest_text(manifest_dict(seq)))
     return folder
 
