@@ -16,6 +16,7 @@ from fuzz_targets import Target, camera, mutate_bytes, mutate_json, small_arrays
 
 from fuse4d.core.io import Sequence4D, SplatFormatError, read_glb, read_usd, write_glb, write_usd
 from fuse4d.core.io.gltf import BIN_CHUNK, GLB_MAGIC, JSON_CHUNK
+from fuse4d.core.io.usd import read_usd_here
 
 # --- glTF ------------------------------------------------------------------------------------------
 
@@ -131,8 +132,9 @@ def interchange_targets(scratch: Path) -> list[Target]:
     if have_usd():  # pxr's C++ heap is invisible to tracemalloc: measure the process's peak RSS too
         found += [
             Target("usda", usd_seeds(seeds, ".usda"), lambda s, d: read_usd(_file(s, d, "a.usda")),
-                   (SplatFormatError,), mutate_usda, native=True),
+                   (SplatFormatError,), mutate_usda, native=True,
+                   warm_up=lambda s, d: read_usd_here(_file(s, d, "a.usda"))),
             Target("usdc", usd_seeds(seeds, ".usdc"), lambda s, d: read_usd(_file(s, d, "a.usdc")),
-                   (SplatFormatError,), native=True),
+                   (SplatFormatError,), native=True, warm_up=lambda s, d: read_usd_here(_file(s, d, "a.usdc"))),
         ]
     return found

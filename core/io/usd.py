@@ -10,7 +10,9 @@ radiance:sphericalHarmonicsDegree. Older OpenUSD gets a UsdGeom.Points prim with
 `points` and primvars fuse4d:orientations / :scales / :opacities / :sh (elementSize K) / :shDegree,
 plus displayColor/displayOpacity. A 4D sequence is time samples t = 0..T-1 at timeCodesPerSecond = fps
 (counts may change per sample). The stage is Y-up: y and z flip against our OpenCV data (exact, as
-in spz.py). Sequence metadata (views, cameras, corresponding) rides in the prim's customData."""
+in spz.py). Sequence metadata (views, cameras, corresponding) rides in the prim's customData.
+Reading checks a crate file's table of contents (usd_crate.py), then has a child process read the
+file first (usd_guard.py): OpenUSD's own crate reader can crash or run away with memory."""
 from __future__ import annotations
 
 import json
@@ -27,6 +29,7 @@ from .errors import SplatFormatError
 from .sequence import Sequence4D, camera_problem
 from .spz import POSITION_FLIP, SH_FLIP
 from .usd_crate import crate_file_problem
+from .usd_guard import probe_in_child
 
 SCHEMA = "ParticleField3DGaussianSplat"
 PRIM = "/Splats"
@@ -168,13 +171,21 @@ def _last_line(exc: Exception) -> str:
 
 def read_usd(path: str | os.PathLike) -> SplatArrays | Sequence4D:
     """A USD stage written as above (either layout): a sequence if it is time-sampled."""
-    pxr = _pxr()
+    _pxr()  # without usd-core, say so before anything else
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     problem = crate_file_problem(path)
     if problem:  # before OpenUSD sizes its tables from the file's counts
         raise SplatFormatError(path, f"corrupt binary USD file: {problem}")
+    probe_in_child(path)  # OpenUSD's crate reader can segfault: a child process reads it first
+    return read_usd_here(path)
+
+
+def read_usd_here(path: Path) -> SplatArrays | Sequence4D:
+    """read_usd's reading, in this process, without its checks before OpenUSD opens the file: for
+    usd_child.py, which runs it under limits, and for read_usd once that child has read the file."""
+    pxr = _pxr()
     with _pxr_errors(path, "not a readable USD stage"):
         stage = pxr.Usd.Stage.Open(str(path))
     if stage is None:
