@@ -80,6 +80,6 @@ def test_every_package_folder_is_in_the_wheel():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(("fuse4d",) + p.parent.relative_to(ROOT).parts)
              for p in ROOT.glob("**/__init__.py")
-             if not {".venv", "tests", ".git", "build"} & set(p.relative_to(ROOT).parts)
-             and "site-packages" not in p.parts}
+             if not any(part.startswith(".") or part in ("tests", "build")
+                        for part in p.relative_to(ROOT).parts)}
     assert found == listed

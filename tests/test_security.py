@@ -176,8 +176,12 @@ def test_blender_downloads_stay_in_the_job_result_folder(tmp_path):
             plain_file_name(name)
 
     class Server(ComfyUIBackend):
-        def _request(self, path, data=None, headers=None):
-            return b"data:" + path.encode()
+        def _request(self, path, data=None, headers=None, sink=None):
+            body = b"data:" + path.encode()
+            if sink is None:
+                return body
+            sink.write(body)  # downloads are streamed to an open file
+            return b""
 
     job = tmp_path / "job"
     job.mkdir()
