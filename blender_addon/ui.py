@@ -80,14 +80,9 @@ def _scene_report(obj) -> str:
 IMPORT_ERRORS = (OSError, ValueError, RuntimeError)  # SplatFormatError is a ValueError
 
 
-class FUSE4D_OT_import_ply(bpy.types.Operator, ImportHelper):
-    """Import a 3D Gaussian splat file (3DGS .ply, glTF KHR_gaussian_splatting, SPZ, .splat, OpenUSD) as a
-    splat point cloud"""
-    bl_idname = "fuse4d.import_ply"
-    bl_label = "Import Fuse4D 3DGS"
-    bl_options = {"REGISTER", "UNDO"}
-    filename_ext = ".ply"
-    filter_glob: StringProperty(default="*.ply;*.glb;*.gltf;*.spz;*.splat;*.usd;*.usda;*.usdc", options={"HIDDEN"})
+class SplatDisplayOptions:
+    """How an import shows its splats and whether it may set the scene up: the properties both import
+    operators offer (a mixin, as ImportHelper is)."""
     display: EnumProperty(name="Display", items=DISPLAY_ITEMS, default="ELLIPSOIDS")
     scale_multiplier: FloatProperty(name="Scale Multiplier", default=1.0, min=0.0)
     viewport_subsample: FloatProperty(name="Viewport Subsample", default=1.0, min=0.0, max=1.0)
@@ -95,6 +90,16 @@ class FUSE4D_OT_import_ply(bpy.types.Operator, ImportHelper):
                                description="Raise Cycles transparent bounces, use the Standard view "
                                            "transform where the scene's are short and show the splat "
                                            "colours in Solid view (off: leave the scene as is)")
+
+
+class FUSE4D_OT_import_ply(bpy.types.Operator, ImportHelper, SplatDisplayOptions):
+    """Import a 3D Gaussian splat file (3DGS .ply, glTF KHR_gaussian_splatting, SPZ, .splat, OpenUSD) as a
+    splat point cloud"""
+    bl_idname = "fuse4d.import_ply"
+    bl_label = "Import Fuse4D 3DGS"
+    bl_options = {"REGISTER", "UNDO"}
+    filename_ext = ".ply"
+    filter_glob: StringProperty(default="*.ply;*.glb;*.gltf;*.spz;*.splat;*.usd;*.usda;*.usdc", options={"HIDDEN"})
 
     def execute(self, context):
         try:
@@ -106,7 +111,7 @@ class FUSE4D_OT_import_ply(bpy.types.Operator, ImportHelper):
         return {"FINISHED"}
 
 
-class FUSE4D_OT_import_sequence(bpy.types.Operator, ImportHelper):
+class FUSE4D_OT_import_sequence(bpy.types.Operator, ImportHelper, SplatDisplayOptions):
     """Import a Fuse4D 4D splat sequence (its manifest.json, or any PLY of a folder of numbered PLYs)
     onto the timeline"""
     bl_idname = "fuse4d.import_sequence"
@@ -127,13 +132,6 @@ class FUSE4D_OT_import_sequence(bpy.types.Operator, ImportHelper):
                                           "corresponding: true): smooth slow motion and motion blur")
     fps: FloatProperty(name="FPS (no manifest)", default=8.0, min=0.01,
                        description="Frame rate of a folder of numbered PLYs without manifest.json")
-    display: EnumProperty(name="Display", items=DISPLAY_ITEMS, default="ELLIPSOIDS")
-    scale_multiplier: FloatProperty(name="Scale Multiplier", default=1.0, min=0.0)
-    viewport_subsample: FloatProperty(name="Viewport Subsample", default=1.0, min=0.0, max=1.0)
-    adjust_scene: BoolProperty(name="Set Render Settings", default=True,
-                               description="Raise Cycles transparent bounces, use the Standard view "
-                                           "transform where the scene's are short and show the splat "
-                                           "colours in Solid view (off: leave the scene as is)")
 
     def execute(self, context):
         try:
