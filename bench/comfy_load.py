@@ -27,7 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from comfy_runtime import ComfyServer, PromptFailed  # noqa: E402
-from conftest_comfy import load_workflow, start_tiny_server, swap_tiny, write_scene_ply  # noqa: E402
+from conftest_comfy import (bad_image_count_prompt, load_workflow, start_tiny_server, swap_tiny,  # noqa: E402
+                            write_scene_ply)
 
 PROMPTS_PER_ROUND = 24
 CLEAN_EXECUTION_ERRORS = {"ValueError"}  # the pack's one error type for bad inputs
@@ -78,19 +79,7 @@ def invalid_prompts(server: ComfyServer) -> list[tuple[str, dict, bool]]:
     unknown = {"1": {"class_type": "Fuse4DNoSuchNode", "inputs": {}}}
     broken = swap_tiny(load_workflow("reconstruct_only.json"), server)
     broken["3"]["inputs"]["images"] = ["999", 0]  # a link to a node that is not there
-    image_count = {  # 3 frozen-time images for a grid of 2 views
-        "1": {"class_type": "Fuse4DLoadSplat", "inputs": {"splat": "scene.ply"}},
-        "2": {"class_type": "Fuse4DRenderFrozenTimeViews", "inputs": {
-            "splat": ["1", 0], "views": 3, "width": 32, "height": 32, "radius": 0.0, "elevation_deg": 10.0,
-            "arc_deg": 40.0, "fov_deg": 50.0}},
-        "3": {"class_type": "VAELoader", "inputs": {"vae_name": server.tiny["vae"]}},
-        "4": {"class_type": "Fuse4DEmpty4DLatent", "inputs": {"vae": ["3", 0], "width": 32, "height": 32,
-                                                             "views": 2, "frames": 5, "batch_size": 1}},
-        "5": {"class_type": "Fuse4DReferenceFrames", "inputs": {"vae": ["3", 0], "latent": ["4", 0],
-                                                               "frozen_time": ["2", 0]}},
-        "6": {"class_type": "Fuse4DDecode4DGrid", "inputs": {"vae": ["3", 0], "samples": ["5", 0], "views": 0}},
-        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "load/bad"}},
-    }
+    image_count = bad_image_count_prompt(server, "load/bad")
     out = []
     for j in range(2):
         out += [(f"bad cameras_json {j}", bad_cams, False), (f"wrong image count {j}", image_count, False),

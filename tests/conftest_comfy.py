@@ -115,6 +115,24 @@ def write_scene_ply(path: Path) -> None:
         write_ply(path, small_scene().to_arrays())
 
 
+def bad_image_count_prompt(server, prefix: str) -> dict:
+    """A graph the pack must refuse with a clear error: 3 frozen-time images for a grid of 2 views
+    (reads `scene.ply` from the input folder: `write_scene_ply`)."""
+    return {
+        "1": {"class_type": "Fuse4DLoadSplat", "inputs": {"splat": "scene.ply"}},
+        "2": {"class_type": "Fuse4DRenderFrozenTimeViews", "inputs": {
+            "splat": ["1", 0], "views": 3, "width": 32, "height": 32, "radius": 0.0, "elevation_deg": 10.0,
+            "arc_deg": 40.0, "fov_deg": 50.0}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": server.tiny["vae"]}},
+        "4": {"class_type": "Fuse4DEmpty4DLatent", "inputs": {"vae": ["3", 0], "width": 32, "height": 32,
+                                                             "views": 2, "frames": 5, "batch_size": 1}},
+        "5": {"class_type": "Fuse4DReferenceFrames", "inputs": {"vae": ["3", 0], "latent": ["4", 0],
+                                                               "frozen_time": ["2", 0]}},
+        "6": {"class_type": "Fuse4DDecode4DGrid", "inputs": {"vae": ["3", 0], "samples": ["5", 0], "views": 0}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": prefix}},
+    }
+
+
 def load_workflow(name: str) -> dict:
     return json.loads((WORKFLOWS / name).read_text())
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
-from conftest_comfy import (WORKFLOWS, comfy_server, load_workflow, run_base_model, small_scene,  # noqa: F401
-                            swap_tiny, write_scene_ply)
+from conftest_comfy import (WORKFLOWS, bad_image_count_prompt, comfy_server, load_workflow,  # noqa: F401
+                            run_base_model, small_scene, swap_tiny, write_scene_ply)
 
 EXPECTED_NODES = {
     "Fuse4DFusedViewTimeAttention", "Fuse4DEmpty4DLatent", "Fuse4DReferenceFrames", "Fuse4DDecode4DGrid",
@@ -210,19 +210,7 @@ def test_interrupt_inside_a_node_leaves_no_partial_output_and_the_base_model_as_
 
 
 def test_bad_image_count_gives_clear_error(comfy_server):
-    prompt = {
-        "1": {"class_type": "Fuse4DLoadSplat", "inputs": {"splat": "scene.ply"}},
-        "2": {"class_type": "Fuse4DRenderFrozenTimeViews", "inputs": {
-            "splat": ["1", 0], "views": 3, "width": 32, "height": 32, "radius": 0.0, "elevation_deg": 10.0,
-            "arc_deg": 40.0, "fov_deg": 50.0}},
-        "3": {"class_type": "VAELoader", "inputs": {"vae_name": comfy_server.tiny["vae"]}},
-        "4": {"class_type": "Fuse4DEmpty4DLatent", "inputs": {"vae": ["3", 0], "width": 32, "height": 32,
-                                                             "views": 2, "frames": 5, "batch_size": 1}},
-        "5": {"class_type": "Fuse4DReferenceFrames", "inputs": {"vae": ["3", 0], "latent": ["4", 0],
-                                                               "frozen_time": ["2", 0]}},
-        "6": {"class_type": "Fuse4DDecode4DGrid", "inputs": {"vae": ["3", 0], "samples": ["5", 0], "views": 0}},
-        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "bad"}},
-    }
+    prompt = bad_image_count_prompt(comfy_server, "bad")
     write_scene_ply(comfy_server.input_dir / "scene.ply")
     entry = comfy_server.wait(comfy_server.queue(prompt), allow_error=True)
     assert entry["status"]["status_str"] == "error"
