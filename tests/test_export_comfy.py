@@ -104,6 +104,24 @@ def test_wrong_family_and_other_layers_are_refused(exported, tmp_path):
     assert r.returncode == 2 and "are .safetensors files" in r.stderr
 
 
+# Shared by both child scripts (pasted where they say ONE_STEP; they define comfy, torch, noise, text, sigma)
+ONE_STEP = r"""
+def sample_one_step(model, captured, latent_image, denoise_mask=None):
+    # one call of ComfyUI's own sampling at sigma (CFG 1): the network's input x and the velocity
+    # (x - denoised) / sigma go into captured
+    def one_call(model_fn, x, sigmas, extra_args=None, callback=None, disable=None):
+        denoised = model_fn(x, sigmas[0] * x.new_ones([x.shape[0]]), **(extra_args or {}))
+        captured["x"], captured["v"] = x.clone(), (x - denoised) / sigmas[0]
+        return x
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds([[text, {}]], [[torch.zeros_like(text), {}]])
+    guider.set_cfg(1.0)
+    guider.sample(noise, latent_image, comfy.samplers.KSAMPLER(one_call), torch.tensor([sigma, 0.0]),
+                  denoise_mask=denoise_mask, seed=0)
+    return captured
+"""
+
+
 CHILD = r'''
 import json, sys, torch
 import comfy.sd, comfy.lora, comfy.samplers, comfy.utils
@@ -117,19 +135,10 @@ args = ARGS
 x0 = load_file(args["inputs"])
 noise, text, sigma = x0["noise"], x0["text"], float(x0["sigma"])
 
+ONE_STEP
+
 def velocity(model):
-    captured = {}
-    def one_call(model_fn, x, sigmas, extra_args=None, callback=None, disable=None):
-        denoised = model_fn(x, sigmas[0] * x.new_ones([x.shape[0]]), **(extra_args or {}))
-        captured["x"], captured["v"] = x.clone(), (x - denoised) / sigmas[0]
-        return x
-    guider = comfy.samplers.CFGGuider(model)
-    guider.set_conds([[text, {}]], [[torch.zeros_like(text), {}]])
-    guider.set_cfg(1.0)
-    sampler = comfy.samplers.KSAMPLER(one_call)
-    sigmas = torch.tensor([sigma, 0.0])
-    guider.sample(noise, torch.zeros_like(noise), sampler, sigmas, seed=0)
-    return captured
+    return sample_one_step(model, {}, torch.zeros_like(noise))
 
 out, result = {}, {}
 settings = read_fuse4d_settings(args["model"])
@@ -166,7 +175,7 @@ def comfy_velocities(exported):
     save_file(inputs, str(exported["root"] / "inputs.safetensors"))
     args = {k: str(exported[k]) for k in ("model", "lora", "base")}
     args.update(inputs=str(exported["root"] / "inputs.safetensors"), out=str(exported["root"] / "comfy.safetensors"))
-    result = run_with_comfy_path(CHILD.replace("ARGS", repr(args)), timeout=600)
+    result = run_with_comfy_path(CHILD.replace("ONE_STEP", ONE_STEP).replace("ARGS", repr(args)), timeout=600)
     return result, load_file(args["out"]), inputs
 
 
@@ -293,6 +302,8 @@ noise, text, sigma, ref, noise_mask = inp["noise"], inp["text"], float(inp["sigm
 # what 4D Reference Frames puts in a LATENT: raw VAE latents (the sampler's process_in maps them to `ref`)
 latent_image = comfy.latent_formats.Wan21().process_out(ref)
 
+ONE_STEP
+
 def velocity(model):
     captured = {}
     def inner(executor, *a, **kw):  # runs inside the pack's wrapper: sees what the network gets
@@ -304,16 +315,7 @@ def velocity(model):
         return out
     model = model.clone()
     model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_capture", inner)
-    def one_call(model_fn, x, sigmas, extra_args=None, callback=None, disable=None):
-        denoised = model_fn(x, sigmas[0] * x.new_ones([x.shape[0]]), **(extra_args or {}))
-        captured["x"], captured["v"] = x.clone(), (x - denoised) / sigmas[0]
-        return x
-    guider = comfy.samplers.CFGGuider(model)
-    guider.set_conds([[text, {}]], [[torch.zeros_like(text), {}]])
-    guider.set_cfg(1.0)
-    guider.sample(noise, latent_image.clone(), comfy.samplers.KSAMPLER(one_call), torch.tensor([sigma, 0.0]),
-                  denoise_mask=noise_mask.clone(), seed=0)
-    return captured
+    return sample_one_step(model, captured, latent_image.clone(), noise_mask.clone())
 
 out, result = {}, {}
 for name in ("patch", "concat", "patch_lora"):
@@ -365,7 +367,7 @@ def comfy_conditioned(exported, conditioned):
     args = {k: str(conditioned[k]) for k in ("patch", "concat", "patch_lora")}
     args.update(base=str(exported["base"]), inputs=str(root / "cond_inputs.safetensors"),
                 out=str(root / "comfy_cond.safetensors"), views=V)
-    result = run_with_comfy_path(COND_CHILD.replace("ARGS", repr(args)), timeout=600)
+    result = run_with_comfy_path(COND_CHILD.replace("ONE_STEP", ONE_STEP).replace("ARGS", repr(args)), timeout=600)
     return result, load_file(args["out"]), inputs, known
 
 
