@@ -38,6 +38,9 @@ REQUEST_LIMIT = 2
 # A request may last `timeout` plus 1 s per MIN_RATE bytes received: an honest download of a large
 # sequence is never cut off (it earns its time), a trickle is.
 MIN_RATE = 64 * 1024
+# Answers read into memory (JSON: /history, /queue, /object_info) stop here: a ComfyUI with many node
+# packs answers /object_info with a few MiB, so more than this is not ComfyUI (downloads stream to disk).
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
 # After the prompt was accepted: this many polls in a row finding it neither queued, running nor
 # in the history mean the server forgot it (it restarted).
 FORGOTTEN_POLLS = 3
@@ -373,6 +376,7 @@ class ComfyUIBackend(Backend):
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._no_queue = False  # the server answered GET /queue with 404
+        self.max_answer_bytes = MAX_ANSWER_BYTES
 
     # HTTP helpers
     def _request(self, path: str, data: bytes | None = None, headers: dict | None = None, sink=None) -> bytes:
@@ -385,7 +389,7 @@ class ComfyUIBackend(Backend):
         with RequestWatchdog(REQUEST_LIMIT * self.timeout) as watchdog:
             try:
                 with request_opener(watchdog).open(req, timeout=self.timeout) as resp:
-                    body = self._read_body(resp, watchdog, sink, what)
+                    body = self._read_body(resp, watchdog, sink, what, None if sink else self.max_answer_bytes)
             except urllib.error.HTTPError as exc:
                 if watchdog.fired:
                     raise self._too_slow(what, watchdog) from None
@@ -405,9 +409,16 @@ class ComfyUIBackend(Backend):
         return body
 
     @staticmethod
-    def _read_body(resp, watchdog: RequestWatchdog, sink, what: str) -> bytes:
+    def _read_body(resp, watchdog: RequestWatchdog, sink, what: str, limit: int | None) -> bytes:
+        """The body (or, with `sink`, written there); one held in memory is refused past `limit` bytes,
+        declared or received, before more of it is read."""
+        expected = resp.headers.get("Content-Length", "")
         chunks, received = [], 0
         while True:
+            if limit is not None and (received > limit or (expected.isdigit() and int(expected) > limit)):
+                raise ComfyUIError(f"{what}: the answer is over {limit / 2 ** 20:g} MiB "
+                                   f"({int(expected) if expected.isdigit() else received} bytes), more than "
+                                   "a ComfyUI server sends (is that a ComfyUI server?)")
             chunk = resp.read(READ_CHUNK)
             if not chunk:
                 break
@@ -418,7 +429,6 @@ class ComfyUIBackend(Backend):
             else:
                 sink.write(chunk)
         # read(n) returns a short body quietly when the connection ends early: check its length.
-        expected = resp.headers.get("Content-Length", "")
         if expected.isdigit() and int(expected) != received and not watchdog.fired:
             raise ComfyUIError(f"{what}: the answer was cut off after {received} of {expected} bytes", transient=True)
         return b"".join(chunks)

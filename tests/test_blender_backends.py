@@ -65,6 +65,24 @@ class FakeComfy(BaseHTTPRequestHandler):
         if fault == "trickle":  # a whole answer, status line included, one byte every 0.2 s
             self.trickle(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
             return True
+        if fault == "huge_declared":  # headers announcing a terabyte, then nothing
+            self.send_response(200)
+            self.send_header("Content-Length", str(10 ** 12))
+            self.end_headers()
+            return True
+        if fault == "huge_stream":  # no length: JSON-looking bytes until the client hangs up (64 MiB at most)
+            self.send_response(200)
+            self.end_headers()
+            chunk = b"[" * 65536
+            self.state["sent"] = 0
+            try:
+                for _ in range(1024):
+                    self.wfile.write(chunk)
+                    self.state["sent"] += len(chunk)
+            except OSError:  # the client gave up
+                pass
+            self.state["stream_ended"] = True
+            return True
         if fault == "garbage":
             self._send(b"<html>502 Bad Gateway</html>", "text/html")
         elif fault == "wrong_shape":
@@ -287,6 +305,28 @@ def test_comfy_nonsense_answers_fail_at_once(comfy, tmp_path, fault, message):
     assert backend.poll().state == "failed" and message in backend.status.message, backend.status.message
     assert backend.status.message.startswith(f"ComfyUI at {url}")
     assert elapsed < AT_ONCE_BOUND
+    assert nothing_downloaded(job)
+
+
+@pytest.mark.parametrize("fault", ["huge_declared", "huge_stream"])
+def test_comfy_oversized_answers_are_refused_before_they_fill_memory(comfy, tmp_path, fault):
+    """A /history answer is read into memory, so it is bounded (max_answer_bytes; 1 MiB here, 64 MiB
+    by default): a declared terabyte is refused before reading, an endless stream once past the bound."""
+    url, state = comfy
+    job = make_job(tmp_path / "job")
+    state["fault"] = fault
+    backend = comfy_backend(url, quiet=30.0)  # not retried: no waiting for the deadline
+    backend.max_answer_bytes = 2 ** 20
+    backend.start(job)
+    elapsed = wait_finished(backend)
+    message = backend.poll().message
+    assert backend.status.state == "failed" and "(GET /history/p1): the answer is over 1 MiB" in message, message
+    assert elapsed < AT_ONCE_BOUND
+    if fault == "huge_stream":  # the client hung up: the server could not push its 64 MiB
+        started = time.monotonic()
+        while not state.get("stream_ended") and time.monotonic() - started < 10:
+            time.sleep(0.02)
+        assert state.get("stream_ended") and state["sent"] < 32 * 2 ** 20, state.get("sent")
     assert nothing_downloaded(job)
 
 
