@@ -161,7 +161,7 @@ class Reconstruct4DGaussians(io.ComfyNode):
         predicted = predicted.to("cpu")
         extra = {"reconstructor": reconstructor.name}
         if cameras is not None:
-            from ..core.animate import align_frames
+            from ..core.recon.align import align_frames
 
             frames, align = align_frames(frames, predicted, cameras)
             predicted = cameras

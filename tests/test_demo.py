@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The animate pipeline (core/animate.py), `fuse4d animate-scene` and `fuse4d demo`."""
+"""The animate pipeline (core/jobs/animate.py), `fuse4d animate-scene` and `fuse4d demo`."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
-from fuse4d.core import animate
+from fuse4d.core.jobs import animate
 from fuse4d.core.cameras import cameras_to_dicts
 from fuse4d.core.cli import main as cli
 from fuse4d.core.gaussians import Gaussians

@@ -44,7 +44,7 @@ def load_views(folder: Path, job: dict):
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import animate
+    from ..jobs import animate
     from ..cameras import cameras_from_dicts, cameras_to_dicts
     from ..io import read_job, write_sequence
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""`fuse4d demo`: the main job on the embedded default (core/demo.py)."""
+"""`fuse4d demo`: the main job on the embedded default (core/jobs/demo.py)."""
 from __future__ import annotations
 
 import argparse
@@ -28,6 +28,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from ..jobs.demo import run_demo
 
     return run_demo(args)

@@ -201,7 +201,7 @@ def consistency_psnr(recon, grid: torch.Tensor, scene) -> float:
     """Cross-view consistency of a grid: reconstruct it into 4D Gaussians (the feed-forward
     reconstructor), bring them into the scene's world by the input cameras, render them at the held-out
     cameras and score those against the held-out ground truth (mean PSNR over all timesteps)."""
-    from ..animate import align_frames
+    from ..recon.align import align_frames
     from ..recon import reconstruct_grid
     from ..render import render
 

@@ -132,7 +132,7 @@ def export(run: Path, out: Path, checkpoint: Path | None, scenes: int, steps: in
 
 def consistency_of(grids: list[dict], scenes: list) -> dict:
     """Mean held-out-camera PSNR through the shipped reconstructor, per method and for the ground truth."""
-    from ..animate import TINY_RECON
+    from ..jobs.animate import TINY_RECON
     from ..recon import load_reconstructor
 
     recon = load_reconstructor(TINY_RECON)

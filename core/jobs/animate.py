@@ -16,11 +16,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .cameras import Cameras
-from .gaussians import Gaussians
-from .io import align_cameras
+from ..cameras import Cameras
+from ..gaussians import Gaussians
+from ..recon.align import align_frames
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 TINY_VIDEO = WEIGHTS / "video_tiny"
 TINY_RECON = WEIGHTS / "recon_tiny.safetensors"
 
@@ -50,7 +50,7 @@ class Models:
     @property
     def sampling(self) -> dict:
         """views / frames / size / steps / shift / guidance the video model was trained and measured at."""
-        from .wan.tiny import sampling_defaults
+        from ..wan.tiny import sampling_defaults
 
         return sampling_defaults(self.video_config)
 
@@ -79,9 +79,9 @@ def load_models(video_model: str | Path | None = None, recon: str | Path | None 
                 device: str | torch.device = "auto") -> Models:
     """The video model folder (config.json + model.safetensors) and reconstructor weights; the
     shipped tiny ones when not given. A Wan-VAE model needs `vae` (a diffusers AutoencoderKLWan folder)."""
-    from .recon import load_reconstructor
-    from .wan.model_io import load_video_model
-    from .wan.tiny import load_codec
+    from ..recon import load_reconstructor
+    from ..wan.model_io import load_video_model
+    from ..wan.tiny import load_codec
 
     device = pick_device(device) if isinstance(device, str) else device
     video_path = Path(video_model) if video_model else TINY_VIDEO
@@ -113,14 +113,14 @@ def resize_images(images: torch.Tensor, height: int, width: int) -> torch.Tensor
 def _prompt_embeds(models: Models, prompt: str, device) -> torch.Tensor | None:
     if not models.text_encoder:
         return None  # the tiny model is trained without text: zeros
-    from .wan.pipeline import encode_prompt
+    from ..wan.pipeline import encode_prompt
 
     return encode_prompt(prompt, models.text_encoder, device=device)
 
 
 def generate_grid(models: Models, views: torch.Tensor, settings: AnimateSettings) -> torch.Tensor:
     """Frozen-time views [V, H, W, 3] (H = W = the working size) -> generated grid [V, T, H, W, 3]."""
-    from .wan.pipeline import Generate4DConfig, generate_4d
+    from ..wan.pipeline import Generate4DConfig, generate_4d
 
     V, H, W, _ = views.shape
     own = models.sampling
@@ -138,7 +138,7 @@ def reconstruct(models: Models, grid: torch.Tensor, cameras: Cameras | None,
                 progress: Callable[[], None] | None = None) -> tuple[list[Gaussians], Cameras, np.ndarray]:
     """Grid [V, T, H, W, 3] -> (Gaussians per timestep in the cameras' world, cameras, alignment).
     Without known cameras the reconstructor's own (first camera = world) are returned."""
-    from .recon import reconstruct_grid
+    from ..recon import reconstruct_grid
 
     device = next(models.recon.parameters()).device
     with torch.no_grad():
@@ -149,32 +149,6 @@ def reconstruct(models: Models, grid: torch.Tensor, cameras: Cameras | None,
         return frames, predicted, np.eye(4)
     aligned, align = align_frames(frames, predicted, cameras)
     return aligned, cameras, align
-
-
-def well_spread(cameras: Cameras, gaussians: Gaussians) -> bool:
-    """Whether camera centres span a plane at a size comparable to the scene, so that the scale and
-    rotation between two camera sets are determined by them."""
-    if len(cameras) < 3:
-        return False
-    centres = cameras.centers.detach().double()
-    spread = torch.linalg.svdvals(centres - centres.mean(0))
-    scene = float((gaussians.means.detach().double() - centres[0]).norm(dim=-1).median())
-    return bool(spread[1] > 1e-2 * spread[0] and spread[0] > 1e-3 * max(scene, 1e-12))
-
-
-def align_frames(frames: list[Gaussians], predicted: Cameras, known: Cameras) -> tuple[list[Gaussians], np.ndarray]:
-    """A reconstruction (its first camera's frame, its own scale) moved into the known cameras' world
-    by the similarity between the two camera sets. Predicted cameras (nearly) on top of each other
-    (an untrained model) determine no scale: then the first camera's pose alone aligns (rigid)."""
-    pred = predicted.viewmats.detach().cpu().numpy()
-    known_mats = known.viewmats.detach().cpu().numpy()
-    if not well_spread(predicted, frames[0]):
-        pred, known_mats = pred[:1], known_mats[:1]
-    align = align_cameras(pred, known_mats)
-    scale = float(np.cbrt(np.linalg.det(align[:3, :3])))
-    rotation = torch.from_numpy(align[:3, :3] / scale).float()
-    translation = torch.from_numpy(align[:3, 3]).float()
-    return [g.transform(rotation, translation, scale) for g in frames], align
 
 
 def animate_views(models: Models, views: torch.Tensor, cameras: Cameras | None = None,
@@ -212,8 +186,8 @@ def animate_views(models: Models, views: torch.Tensor, cameras: Cameras | None =
 
 def sequence_of(animated: Animated, fps: float, extra: dict | None = None):
     """The result as a Sequence4D (one PLY per timestep, the cameras in the manifest)."""
-    from .cameras import cameras_to_dicts
-    from .io import Sequence4D
+    from ..cameras import cameras_to_dicts
+    from ..io import Sequence4D
 
     return Sequence4D(frames=[g.to_arrays() for g in animated.frames], fps=float(fps),
                       views=len(animated.cameras), cameras=cameras_to_dicts(animated.cameras),

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-DYNAMIC_SCENE = Path(__file__).resolve().parents[1] / "data" / "dynamic_scene"
+DYNAMIC_SCENE = Path(__file__).resolve().parents[2] / "data" / "dynamic_scene"
 
 
 def load_scene(folder: str | Path):
     """The Sample (recon.train_data) of a 4D dataset folder; one clear error if it is not one."""
-    from .recon.train_data import read_sample
+    from ..recon.train_data import read_sample
 
     folder = Path(folder)
     if not (folder / "cameras.json").is_file():
@@ -52,7 +52,7 @@ def write_completion_preview(path: Path, truth, generated, static, size: int, fp
     from PIL import Image
 
     from .demo import _tile
-    from .io import atomic_output
+    from ..io import atomic_output
 
     V, T = truth.shape[:2]
     pad = 4
@@ -80,8 +80,8 @@ class Prepared:
 
 def prepare_completion(scene_dir: str | Path, model_dir: str | Path | None, device: torch.device) -> Prepared:
     """Load the completion model and the scene and check they fit, before anything is written."""
-    from .wan.export_completion import MOTION_VIDEO_DIR
-    from .wan.tiny import load_tiny_video_model, sampling_defaults
+    from ..wan.export_completion import MOTION_VIDEO_DIR
+    from ..wan.tiny import load_tiny_video_model, sampling_defaults
 
     t0 = time.perf_counter()
     sample = load_scene(scene_dir)
@@ -92,12 +92,13 @@ def prepare_completion(scene_dir: str | Path, model_dir: str | Path | None, devi
 
 def run_completion(out: Path, prep: Prepared, recon, seed: int, preview_size: int) -> dict:
     """Everything the demo writes and measures for the completion; returns its metrics."""
-    from .animate import Animated, align_frames, sequence_of
-    from .images import contact_sheet, save_png
-    from .io import write_sequence
-    from .recon import reconstruct_grid
-    from .wan.completion import CompletionBenchConfig, completion_cells, generate, score
-    from .wan.tiny import sampling_defaults
+    from ..recon.align import align_frames
+    from .animate import Animated, sequence_of
+    from ..images import contact_sheet, save_png
+    from ..io import write_sequence
+    from ..recon import reconstruct_grid
+    from ..wan.completion import CompletionBenchConfig, completion_cells, generate, score
+    from ..wan.tiny import sampling_defaults
 
     model, vcfg, codec, sample = prep.model, prep.video_config, prep.codec, prep.sample
     sampling = sampling_defaults(vcfg)

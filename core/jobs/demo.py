@@ -11,7 +11,7 @@ reconstructor and written out:
   DIR/metrics.json     timings, motion, and PSNR of the reconstruction re-rendered at held-out cameras,
                        beside the same numbers for an untrained reconstructor; under "completion" the
                        scores of the completion part
-Then the 4D completion on the bundled dynamic scene (core/demo_completion.py): view 0's video and the
+Then the 4D completion on the bundled dynamic scene (core/jobs/completion_demo.py): view 0's video and the
 frozen-time row in, the other views' videos and animated Gaussians out, generated beside ground truth
 beside the static copy in DIR/completion/ (sequence/, preview.gif, contact_sheet.png).
 Without weights the tiny models shipped in weights/ run on the CPU; `--video-model` / `--recon`
@@ -28,7 +28,7 @@ from pathlib import Path
 def _tile(image, size: int):
     from PIL import Image
 
-    from .images import to_uint8
+    from ..images import to_uint8
 
     return Image.fromarray(to_uint8(image)).resize((size, size), Image.NEAREST)
 
@@ -37,7 +37,7 @@ def write_preview(path: Path, grid, size: int, fps: float) -> Path:
     """Animated GIF: left the fixed-view video of view 0, right the frozen-time sweep at the last t."""
     from PIL import Image
 
-    from .io import atomic_output
+    from ..io import atomic_output
 
     V, T = grid.shape[:2]
     frames = []
@@ -58,9 +58,9 @@ def scene_views(views: int, heldout: int, arc: float, size: int):
     background)."""
     import torch
 
-    from .render import render
-    from .scene import sample_scene
-    from .synthetic import SyntheticConfig, rig_cameras
+    from ..render import render
+    from ..scene import sample_scene
+    from ..synthetic import SyntheticConfig, rig_cameras
 
     rig = SyntheticConfig(views=views, heldout_views=heldout, arc_deg=arc, width=size, height=size)
     cams, held = rig_cameras(rig)
@@ -75,8 +75,8 @@ def heldout_scores(frames, held, truth, background) -> tuple[float, "object"]:
     """PSNR at t = 0 of the reconstruction rendered from held-out cameras; and those renders."""
     import torch
 
-    from .recon.losses import psnr
-    from .render import render
+    from ..recon.losses import psnr
+    from ..render import render
 
     with torch.no_grad():
         pred = render(frames[0], held, background=background).rgb.clamp(0, 1)
@@ -87,8 +87,8 @@ def input_scores(frames, cams, grid, background) -> float:
     """Mean PSNR of the reconstruction rendered at the input cameras against the generated grid."""
     import torch
 
-    from .recon.losses import psnr
-    from .render import render
+    from ..recon.losses import psnr
+    from ..render import render
 
     with torch.no_grad():
         values = [psnr(render(g, cams, background=background).rgb, grid[:, t]) for t, g in enumerate(frames)]
@@ -99,9 +99,9 @@ def run_demo(args: argparse.Namespace) -> int:
     import torch
 
     from . import animate
-    from .images import contact_sheet, save_png
-    from .io import atomic_output, write_sequence
-    from .recon import VGGT4D
+    from ..images import contact_sheet, save_png
+    from ..io import atomic_output, write_sequence
+    from ..recon import VGGT4D
 
     if args.views < 1 or (args.frames or 1) < 1 or (args.steps or 1) < 1 or args.heldout < 1:
         raise ValueError("--views, --frames, --steps and --heldout must be at least 1")
@@ -111,7 +111,7 @@ def run_demo(args: argparse.Namespace) -> int:
     models = animate.load_models(args.video_model, args.recon, args.vae, args.text_encoder, args.device)
     prepared = None
     if not args.no_completion:  # a scene or model that does not fit fails here, before anything is written
-        from .demo_completion import DYNAMIC_SCENE, prepare_completion
+        from .completion_demo import DYNAMIC_SCENE, prepare_completion
 
         prepared = prepare_completion(args.scene or DYNAMIC_SCENE, args.completion_model,
                                       next(models.recon.parameters()).device)
@@ -149,7 +149,7 @@ def run_demo(args: argparse.Namespace) -> int:
     motion = float((grid[:, 1:] - grid[:, :-1]).abs().mean()) if T > 1 else 0.0
     completion = None
     if prepared is not None:
-        from .demo_completion import run_completion
+        from .completion_demo import run_completion
 
         print("4D completion on the dynamic scene", flush=True)
         completion = run_completion(out, prepared, models.recon, args.seed, args.preview_size // 2)
