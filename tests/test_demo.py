@@ -67,6 +67,23 @@ def test_animate_views_checks_its_input(random_models):
         animate.animate_views(models, torch.rand(4, 32, 32, 3), cams)
 
 
+def test_animate_views_hands_the_cameras_to_a_model_that_reads_them():
+    """The shipped completion model has ray channels: animate-scene gives it the views' cameras (at
+    its working size), and without cameras it fails with one clear line."""
+    models = animate.load_models(animate.WEIGHTS / "video_motion")
+    views = torch.rand(4, 48, 40, 3)  # not the working size: resized, and the cameras with them
+    cams, _ = rig_cameras(SyntheticConfig(views=4, width=40, height=48, arc_deg=90.0))
+    wide, _ = rig_cameras(SyntheticConfig(views=4, width=40, height=48, arc_deg=30.0))
+    settings = animate.AnimateSettings(frames=8)
+    size = models.video_size
+    grid = animate.animate_views(models, views, cams, settings).grid
+    assert grid.shape == (4, 8, size, size, 3) and torch.isfinite(grid).all()
+    other = animate.generate_grid(models, animate.resize_images(views, size, size), settings, wide.resized(size, size))
+    assert not torch.equal(grid[1:, 1:], other[1:, 1:])  # the cameras reach the model
+    with pytest.raises(ValueError, match="reads the cameras of the views"):
+        animate.animate_views(models, views, None, settings)
+
+
 def write_demo_job(folder, views=3, size=40, frames=4):
     from fuse4d.core.images import save_png
     from fuse4d.core.render import render

@@ -118,8 +118,10 @@ def _prompt_embeds(models: Models, prompt: str, device) -> torch.Tensor | None:
     return encode_prompt(prompt, models.text_encoder, device=device)
 
 
-def generate_grid(models: Models, views: torch.Tensor, settings: AnimateSettings) -> torch.Tensor:
-    """Frozen-time views [V, H, W, 3] (H = W = the working size) -> generated grid [V, T, H, W, 3]."""
+def generate_grid(models: Models, views: torch.Tensor, settings: AnimateSettings,
+                  cameras: Cameras | None = None) -> torch.Tensor:
+    """Frozen-time views [V, H, W, 3] (H = W = the working size) -> generated grid [V, T, H, W, 3].
+    `cameras`: the views' cameras, read only by video models with ray channels (which need them)."""
     from ..wan.pipeline import Generate4DConfig, generate_4d
 
     V, H, W, _ = views.shape
@@ -130,7 +132,7 @@ def generate_grid(models: Models, views: torch.Tensor, settings: AnimateSettings
                            backend=settings.backend)
     device = next(models.video.parameters()).device
     out = generate_4d(models.video, models.codec, cfg, prompt_embeds=_prompt_embeds(models, settings.prompt, device),
-                      frozen_time=views, video_config=models.video_config)
+                      frozen_time=views, video_config=models.video_config, cameras=cameras)
     return out.frames
 
 
@@ -166,7 +168,8 @@ def animate_views(models: Models, views: torch.Tensor, cameras: Cameras | None =
     timings = {}
     t0 = time.perf_counter()
     report(0.0, "generating the 4D grid")
-    grid = generate_grid(models, resize_images(views, size, size), settings)
+    grid = generate_grid(models, resize_images(views, size, size), settings,
+                         None if cameras is None else cameras.resized(size, size))
     timings["generate_s"] = time.perf_counter() - t0
     report(0.6, "reconstructing 4D Gaussians")
     t1 = time.perf_counter()
