@@ -17,7 +17,10 @@ With a constant learning rate the shipped model's run at step N *is* the fused v
     python studies/video_architectures.py --steps 1000 --out RUNS/study_completion \
         [--fused-checkpoint RUNS/video_motion/checkpoints/step_0001000] [--modes parallel] [--scenes 12]
 Resumable: each variant trains into OUT/<mode> and resumes from its checkpoints; a trained variant is
-not trained again. Writes studies/results/video_architectures.json and the docs/results.md section.
+not trained again, and one trained to a smaller budget resumes from there (constant learning rate).
+Every variant with a checkpoint at --steps is scored (fused is required). Writes
+studies/results/video_architectures_<steps>.json (+ .png) and the docs/results.md section, which
+shows every budget that has a JSON (`--from-json` rebuilds it from them).
 """
 from __future__ import annotations
 
@@ -110,15 +113,26 @@ def contact_sheet(results: dict, path: Path) -> None:
     Image.fromarray((sheet.clamp(0, 1) * 255).round().byte().numpy()).save(path)
 
 
+def results_path(steps: int, suffix: str = ".json") -> Path:
+    return RESULTS / f"video_architectures_{steps}{suffix}"
+
+
+def section(budgets: list[dict]) -> str:
+    """The docs section: one table per budget, smallest first."""
+    return "\n\n".join(table(r) for r in sorted(budgets, key=lambda r: r["settings"]["train_steps"]))
+
+
 def table(results: dict) -> str:
     s = results["settings"]
     lines = [
+        f"### {s['train_steps']:,} training steps per variant",
+        "",
         f"`python studies/video_architectures.py --steps {s['train_steps']} --scenes {s['scenes']} "
         f"--sample-steps {s['sample_steps']}` (the completion "
         f"model's architecture, 64x64, 4 views x 8 frames; {s['train_steps']} training steps per variant; "
         f"{s['scenes']} held-out scenes of the fixed rig; {s['sample_steps']} sampling steps; completion task: the "
         "frozen-time row and view 0's video given, views 1-3 at t >= 1 scored; JSON: "
-        "studies/results/video_architectures.json).",
+        f"studies/results/{results_path(s['train_steps']).name}).",
         "",
         "| attention | parameters | train CPU min | PSNR | SSIM | PSNR moving pixels | motion | fused minus this, "
         "PSNR (paired) | fused minus this, moving PSNR | paper PSNR / SSIM (Objaverse) |",
@@ -149,8 +163,12 @@ def table(results: dict) -> str:
                   "well it carries view 0's motion to the other views. The comparison that matters needs the "
                   "budget at which the fused model passes the static copy (the shipped model's 4,000 steps "
                   "do; at that budget the study is about 40 CPU minutes per variant, resumable: `--steps 4000`)."]
+    missing = [m for m in MODES if m not in results["modes"]]
+    if missing:
+        lines += ["", "Not trained to this budget: " + ", ".join(missing) + " (CPU time; the study resumes them "
+                  f"with `--steps {s['train_steps']} --modes " + " ".join(missing) + "`)."]
     spread = max((abs(d["psnr"]["mean"]) for d in results["fused_minus"].values()), default=0.0)
-    if spread < 0.2 and len(below) < len(results["modes"]):
+    if spread < 0.2 and len(below) < len(results["modes"]) and "time" in results["modes"]:
         lines += ["", f"Every variant is above the static copy and all lie within {spread:.2f} dB of fused: at this budget "
                   "none carries much of view 0's motion across views (the recipe's completion minus frozen-time at this "
                   "budget is in docs/video.md, run A1), so what they share (the inputs, the motion prior) decides the "
@@ -159,10 +177,19 @@ def table(results: dict) -> str:
     order = sorted(results["modes"], key=lambda k: -results["modes"][k]["means"]["completion"]["psnr"])
     lines += ["", "Order found: " + " > ".join(order) + "; the paper's: fused > parallel > sequential (time-only "
               "is our control, not in the paper)."]
-    if (RESULTS / "video_architectures.png").exists():
+    ahead = [f"{m} by {d['psnr']['mean']:+.2f} ± {d['psnr']['se']:.2f} dB"
+             for m, d in results["fused_minus"].items() if d["psnr"]["mean"] > 2 * d["psnr"]["se"]]
+    behind = [f"{m} by {-d['psnr']['mean']:.2f} ± {d['psnr']['se']:.2f} dB"
+              for m, d in results["fused_minus"].items() if d["psnr"]["mean"] < -2 * d["psnr"]["se"]]
+    if ahead:
+        lines += ["", "Fused is ahead (more than two standard errors, paired) of " + "; ".join(ahead) + "."]
+    if behind:
+        lines += ["", "Fused is behind (more than two standard errors, paired) " + "; ".join(behind) + "."]
+    png = results_path(s["train_steps"], ".png")
+    if png.exists():
         lines += ["", "First held-out scene (rows: ground truth, then " + ", ".join(results["modes"]) +
                   "; each block one row per view, time left to right): "
-                  "![architectures](../studies/results/video_architectures.png)"]
+                  f"![architectures, {s['train_steps']} steps](../studies/results/{png.name})"]
     return "\n".join(lines)
 
 
@@ -181,7 +208,7 @@ def main() -> int:
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
     if args.from_json:
-        body = table(json.loads((RESULTS / "video_architectures.json").read_text()))
+        body = section([json.loads(f.read_text()) for f in RESULTS.glob("video_architectures_*.json")])
         print(body)
         if not args.no_docs:
             write_section(SECTION, body)
@@ -194,16 +221,17 @@ def main() -> int:
         return 0
     for m in MODES:
         final = Path(args.out) / m / "checkpoints" / f"step_{args.steps:07d}"
-        if m not in checkpoints:
-            if not (final / "state.json").exists():
-                print(f"variant {m} not trained yet; run with --modes {m}", file=sys.stderr)
-                return 1
+        if m not in checkpoints and (final / "state.json").exists():
             checkpoints[m] = final
-    results = evaluate(args, {m: checkpoints[m] for m in MODES})
+    if "fused" not in checkpoints:
+        print(f"the fused variant has no checkpoint at step {args.steps}; run with --modes fused "
+              "(or --fused-checkpoint)", file=sys.stderr)
+        return 1
+    results = evaluate(args, {m: checkpoints[m] for m in MODES if m in checkpoints})
     RESULTS.mkdir(parents=True, exist_ok=True)
-    contact_sheet(results, RESULTS / "video_architectures.png")
-    (RESULTS / "video_architectures.json").write_text(json.dumps(results, indent=1))
-    body = table(results)
+    contact_sheet(results, results_path(args.steps, ".png"))
+    results_path(args.steps).write_text(json.dumps(results, indent=1))
+    body = section([json.loads(f.read_text()) for f in RESULTS.glob("video_architectures_*.json")])
     print(body)
     if not args.no_docs:
         write_section(SECTION, body)
