@@ -162,12 +162,17 @@ APP = "window.comfyAPI.app.app"
 
 
 def open_comfy(browser: Browser, url: str, timeout: float = 150) -> None:
-    """Load the ComfyUI page and wait until the app is up, our extension loaded and the node
-    definitions registered."""
+    """Load the ComfyUI page and wait until the app is up, our extension loaded, the node
+    definitions registered and the page's own start-up workflow (the default one) loaded."""
     browser.navigate(url + "/")
     browser.wait_for(f"window.comfyAPI && window.comfyAPI.app && {APP}.graph && window.Fuse4DPlayer"
                      f" && {APP}.canvas && {APP}.canvas.canvas"  # a workflow loaded before the canvas fails
-                     " && window.LiteGraph && LiteGraph.registered_node_types['Fuse4DSave4DSplats']",
+                     " && window.LiteGraph && LiteGraph.registered_node_types['Fuse4DSave4DSplats']"
+                     # The frontend loads its default workflow after the canvas exists (frontend 1.45:
+                     # ~1 s later); a workflow loaded before that is replaced by it. The workflow store
+                     # has an active workflow once that load is done.
+                     f" && {APP}.extensionManager && {APP}.extensionManager.workflow"
+                     f" && {APP}.extensionManager.workflow.activeWorkflow",
                      timeout=timeout)
 
 

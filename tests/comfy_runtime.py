@@ -208,6 +208,13 @@ class ComfyServer:
         cmd = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--base-directory", str(self.base), "--disable-auto-launch", "--preview-method", "none",
                "--database-url", "sqlite:///:memory:"]
+        # Opt-in: another frontend's static folder (e.g. an unpacked comfyui-frontend-package wheel's
+        # comfyui_frontend_package/static); by default ComfyUI serves its pinned package.
+        front_end_root = os.environ.get("FUSE4D_COMFY_FRONTEND_ROOT")
+        if front_end_root:
+            if not (Path(front_end_root) / "index.html").is_file():
+                raise FileNotFoundError(f"FUSE4D_COMFY_FRONTEND_ROOT has no index.html: {front_end_root}")
+            cmd += ["--front-end-root", front_end_root]
         env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
         log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=COMFY_DIR, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -254,7 +254,12 @@ def _coverage(image: np.ndarray) -> float:
 def test_4d_player_in_headless_chromium(comfy_server):
     """The real ComfyUI frontend: the UI-format example workflows open and queue what the API-format
     ones say; then load a workflow, queue it from the page, and the Save 4D Splats node shows the
-    player; a screenshot of it is not blank, and a click on the time slider changes it."""
+    player; a screenshot of it is not blank, and a click on the time slider changes it.
+
+    The frontend is ComfyUI's pinned comfyui-frontend-package; to run against another one, set
+    FUSE4D_COMFY_FRONTEND_ROOT to its static folder (e.g. ``comfyui_frontend_package/static`` of an
+    unpacked wheel: ``pip download comfyui-frontend-package==1.45.20 --no-deps``, ComfyUI 0.27.0's pin);
+    the server is then started with ``--front-end-root``."""
     from comfy_browser import Browser, ensure_chromium, open_comfy, ui_to_prompt
 
     ensure_chromium()  # Debian's chromium, installed at test time when missing (as root)
