@@ -526,3 +526,28 @@ def test_out_of_memory_at_one_frame_per_chunk_is_one_clear_error_and_writes_noth
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
         run_with_oom_retry(lambda c: (_ for _ in ()).throw(RuntimeError("shape mismatch")), 4, "unused")
+
+
+@pytest.mark.parametrize("fail", [_cuda_oom, _cpu_oom], ids=["cuda-error", "cpu-allocator"])
+def test_out_of_memory_in_the_backbone_is_one_clear_error_and_writes_nothing(
+        tmp_path, tiny_checkpoint, monkeypatch, capsys, fail):
+    """The backbone's attention spans every frame, so it is not retried in chunks: out of memory there
+    is the same one-line error at once, saying what to shrink."""
+    from fuse4d.core.cli import main
+    from fuse4d.core.recon import ReconstructionOutOfMemory, load_reconstructor, reconstruct_grid
+    from fuse4d.core.recon.model import VGGT4D
+
+    _write_grid(tmp_path / "frames", V=2, T=2)
+    monkeypatch.setattr(VGGT4D, "encode", lambda self, grid: fail())
+    out = tmp_path / "seq"
+    assert main(["reconstruct", str(tmp_path / "frames"), "--views", "2", "--out", str(out),
+                 "--weights", str(tiny_checkpoint)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("fuse4d reconstruct: error: out of memory in the backbone at 56x42 (2 views x 2 "
+                                "timesteps") and "--width" in errors[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]   # no output, no temporary left
+    monkeypatch.setattr(VGGT4D, "encode", lambda self, grid: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
+    with pytest.raises(RuntimeError, match="shape mismatch") as caught:   # other errors pass through as they are
+        reconstruct_grid(load_reconstructor(tiny_checkpoint), _grid(V=2, T=2, H=28, W=42, seed=1)[0])
+    assert not isinstance(caught.value, ReconstructionOutOfMemory)

@@ -18,7 +18,7 @@ from .config import tiny
 from .frames import fit_to_patch
 from .model import VGGT4D
 from .model_api import save_reconstructor
-from .oom import run_with_oom_retry
+from .oom import run_or_fail_clearly, run_with_oom_retry
 from .weights import load_vggt_weights
 
 
@@ -55,7 +55,10 @@ def reconstruct_timesteps(model: torch.nn.Module, images: torch.Tensor, progress
     _, V, T, _, H, W = grid.shape
     head = uses_head(model, analytic)
     heads = ("camera", "depth", "gaussian") if head else ("camera", "depth")
-    layers = model.encode(grid)
+    layers = run_or_fail_clearly(lambda: model.encode(grid), (
+        f"out of memory in the backbone at {W}x{H} ({V} views x {T} timesteps; its attention spans every "
+        "frame, so it is not chunked); try a smaller width (fuse4d reconstruct --width), fewer views or "
+        "fewer timesteps"))
     frames: list[Gaussians] = []
     cameras: list[Cameras] = []
     chunk = min(V, model.cfg.dpt_frames_chunk or V)    # the heads' frames per chunk; halved on OOM
@@ -98,8 +101,9 @@ def reconstruct_grid(model: torch.nn.Module, images: torch.Tensor, progress: Cal
     """images [V, T, 3, H, W] in [0, 1], any size (resized to `width`, default the model's img_size,
     with a patch-multiple height, like the CLI) -> (T Gaussians, one per timestep, of all V views in
     the first camera's frame; Cameras of the V views at the size the Gaussians were made for).
-    The backbone runs once over the grid, then the heads per timestep (out of memory there: retried
-    with half the frames per chunk down to one, then ReconstructionOutOfMemory); `progress()` is called with
+    The backbone runs once over the grid (out of memory there: ReconstructionOutOfMemory at once), then
+    the heads per timestep (out of memory there: retried with half the frames per chunk down to one,
+    then ReconstructionOutOfMemory); `progress()` is called with
     no arguments after each timestep (it may raise to interrupt). analytic=None: the Gaussian head
     if the model has one, Gaussians from depth and pixels otherwise."""
     frames, cameras = reconstruct_timesteps(model, images, progress, analytic, width)

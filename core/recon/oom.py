@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Out of memory in the reconstructor's heads: retry with fewer frames per chunk, down to one,
-then fail with one clear error (the caller has written nothing yet)."""
+then fail with one clear error (the caller has written nothing yet). In the backbone, whose
+attention spans every frame and so cannot be chunked: the same clear error at once."""
 from __future__ import annotations
 
 import logging
@@ -53,3 +54,16 @@ def run_with_oom_retry(fn: Callable[[int], T], chunk: int, failure: str) -> tupl
         _free_cached_memory()
         chunk //= 2
         log.warning("out of memory (%s); retrying with %d frame(s) per chunk", reason[:200], chunk)
+
+
+def run_or_fail_clearly(fn: Callable[[], T], failure: str) -> T:
+    """fn(), with out of memory turned into ReconstructionOutOfMemory(`failure`) after freeing the cache."""
+    try:
+        return fn()
+    except Exception as err:
+        if not is_out_of_memory(err):
+            raise
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    # outside the except block: the traceback's frames (and the activations they hold) are gone
+    _free_cached_memory()
+    raise ReconstructionOutOfMemory(f"{failure} ({reason[:200]})")
