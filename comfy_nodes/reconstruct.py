@@ -156,7 +156,7 @@ class Reconstruct4DGaussians(io.ComfyNode):
         api = _recon_api()
         model = reconstructor.load(api.inference_memory(reconstructor.patcher.model, v, t, *images.shape[1:3]))
         steps = Steps(t)
-        frames, predicted = api.reconstruct_grid(model, cube, progress=steps.tick)
+        frames, predicted = api.reconstruct_grid(model, cube, progress=steps.tick, check=steps.check)
         frames = [g.detach().to("cpu") for g in frames]
         predicted = predicted.to("cpu")
         extra = {"reconstructor": reconstructor.name}

@@ -285,6 +285,19 @@ anim = recon_nodes.Reconstruct4DGaussians.execute(reconstructor=handle, images=t
 result["recon_frames"], result["recon_cameras"] = len(anim.frames), len(anim.cameras)
 result["recon_progress"] = bar_calls[-1] if bar_calls else None
 result["recon_loaded_by_mm"] = any(m.model is handle.patcher for m in mm.current_loaded_models)
+# an interrupt arriving while the backbone's layer 1 runs stops the pass after that layer
+agg = handle.patcher.model.aggregator
+layers_run = []
+hooks = [b.register_forward_hook(lambda mod, args, out, i=i: layers_run.append(i)) for i, b in enumerate(agg.global_blocks)]
+hooks.append(agg.frame_blocks[1].register_forward_hook(lambda mod, args, out: mm.interrupt_current_processing(True)))
+bar_calls.clear()
+result["recon_interrupt_error"] = error_of(lambda: recon_nodes.Reconstruct4DGaussians.execute(
+    reconstructor=handle, images=torch.rand(4 * 3, 56, 56, 3), views=4))
+for h in hooks:
+    h.remove()
+result["recon_interrupt_layers"] = [layers_run, len(agg.global_blocks)]
+result["recon_interrupt_bar"] = bar_calls[-1] if bar_calls else None
+result["recon_interrupt_cleared"] = not mm.processing_interrupted()
 mm.unload_all_models()
 result["recon_unloaded"] = not any(m.model is handle.patcher for m in mm.current_loaded_models)
 vggt_like = {"aggregator.camera_token": torch.zeros(1, 2, 1, 1024, dtype=torch.float16),
@@ -405,6 +418,10 @@ def test_reconstructor_is_managed_and_licensed(node_results):
     assert r["handle_patcher"] and r["recon_loaded_by_mm"] and r["recon_unloaded"]
     assert (r["recon_frames"], r["recon_cameras"]) == (3, 4)
     assert r["recon_progress"] == [3, 3]  # one step per timestep
+    # interrupted inside the backbone pass: it stops after the layer it arrived in, before any head
+    assert r["recon_interrupt_error"].startswith("InterruptProcessingException")
+    assert r["recon_interrupt_layers"] == [[0, 1], 4] and r["recon_interrupt_bar"] is None
+    assert r["recon_interrupt_cleared"]
     assert "Fuse4D checkpoint" in r["licence_own"] and "CC BY-NC 4.0" in r["licence_own"]
     assert "CC BY-NC 4.0" in r["licence_vggt"] and "non-commercial" in r["licence_vggt"]
     assert "VGGT-1B-Commercial" in r["licence_vggt_commercial"] and "BY-NC" not in r["licence_vggt_commercial"]

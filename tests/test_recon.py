@@ -538,7 +538,7 @@ def test_out_of_memory_in_the_backbone_is_one_clear_error_and_writes_nothing(
     from fuse4d.core.recon.model import VGGT4D
 
     _write_grid(tmp_path / "frames", V=2, T=2)
-    monkeypatch.setattr(VGGT4D, "encode", lambda self, grid: fail())
+    monkeypatch.setattr(VGGT4D, "encode", lambda self, grid, after_layer=None: fail())
     out = tmp_path / "seq"
     assert main(["reconstruct", str(tmp_path / "frames"), "--views", "2", "--out", str(out),
                  "--weights", str(tiny_checkpoint)]) == 2
@@ -547,7 +547,35 @@ def test_out_of_memory_in_the_backbone_is_one_clear_error_and_writes_nothing(
     assert errors[0].startswith("fuse4d reconstruct: error: out of memory in the backbone at 56x42 (2 views x 2 "
                                 "timesteps") and "--width" in errors[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]   # no output, no temporary left
-    monkeypatch.setattr(VGGT4D, "encode", lambda self, grid: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
+    monkeypatch.setattr(VGGT4D, "encode", lambda self, grid, after_layer=None: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
     with pytest.raises(RuntimeError, match="shape mismatch") as caught:   # other errors pass through as they are
         reconstruct_grid(load_reconstructor(tiny_checkpoint), _grid(V=2, T=2, H=28, W=42, seed=1)[0])
     assert not isinstance(caught.value, ReconstructionOutOfMemory)
+
+
+def test_a_check_between_backbone_layers_stops_the_pass_within_one_layer(tiny_checkpoint):
+    """`check` runs after every backbone layer (ComfyUI passes its interrupt check): raising there ends
+    the pass at once, and without it nothing changes."""
+    from fuse4d.core.recon import load_reconstructor, reconstruct_grid
+
+    m = load_reconstructor(tiny_checkpoint)
+    images = _grid(V=2, T=2, H=28, W=42, seed=3)[0]
+    ref_frames, _ = reconstruct_grid(m, images)
+    run: list[int] = []
+    hooks = [b.register_forward_hook(lambda mod, args, out, i=i: run.append(i)) for i, b in enumerate(m.aggregator.global_blocks)]
+    calls = []
+
+    def check():
+        calls.append(len(run))
+        if len(calls) == 2:
+            raise KeyboardInterrupt("stop")
+
+    with pytest.raises(KeyboardInterrupt):
+        reconstruct_grid(m, images, check=check)
+    assert run == [0, 1] and calls == [1, 2] and m.cfg.depth > 2
+    run.clear()
+    frames, _ = reconstruct_grid(m, images, check=lambda: None)
+    assert run == list(range(m.cfg.depth))
+    for h in hooks:
+        h.remove()
+    torch.testing.assert_close(frames[1].means, ref_frames[1].means, rtol=0, atol=0)

@@ -10,6 +10,8 @@ With T = 1 (or temporal layers off) each timestep is exactly VGGT on its V views
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
@@ -67,9 +69,11 @@ class Aggregator(nn.Module):
             return checkpoint(block, x, pos, use_reentrant=False)
         return block(x, pos=pos)
 
-    def forward(self, images: torch.Tensor, keep: list[int] | None = None) -> list[torch.Tensor | None]:
+    def forward(self, images: torch.Tensor, keep: list[int] | None = None,
+                after_layer: Callable[[], object] | None = None) -> list[torch.Tensor | None]:
         """images [B, T, V, 3, H, W] in [0, 1] -> per layer [B, T, V, P, 2C] (frame | global-or-temporal
-        output); layers not in `keep` are None (default: keep all)."""
+        output); layers not in `keep` are None (default: keep all). `after_layer()` runs after each
+        layer (it may raise: an interrupt lands within one layer of the pass)."""
         B, T, V, _, H, W = images.shape
         p = self.cfg.patch_size
         if H % p or W % p:
@@ -98,4 +102,6 @@ class Aggregator(nn.Module):
                 tokens = per_view.reshape(B, V, T, n_tok, c).transpose(1, 2)
             outputs.append(torch.cat([frame_out, tokens], dim=-1) if i in keep_set else None)
             tokens = tokens.contiguous()
+            if after_layer is not None:
+                after_layer()
         return outputs

@@ -42,8 +42,8 @@ def uses_head(model: VGGT4D, analytic: bool | None) -> bool:
 
 @torch.no_grad()
 def reconstruct_timesteps(model: torch.nn.Module, images: torch.Tensor, progress: Callable[[], object] | None = None,
-                          analytic: bool | None = None, width: int | None = None
-                          ) -> tuple[list[Gaussians], list[Cameras]]:
+                          analytic: bool | None = None, width: int | None = None,
+                          check: Callable[[], object] | None = None) -> tuple[list[Gaussians], list[Cameras]]:
     """`reconstruct_grid` with the cameras of every timestep (identical across time with camera token
     replacement; without it each timestep predicts its own)."""
     model = getattr(model, "module", model)
@@ -55,7 +55,7 @@ def reconstruct_timesteps(model: torch.nn.Module, images: torch.Tensor, progress
     _, V, T, _, H, W = grid.shape
     head = uses_head(model, analytic)
     heads = ("camera", "depth", "gaussian") if head else ("camera", "depth")
-    layers = run_or_fail_clearly(lambda: model.encode(grid), (
+    layers = run_or_fail_clearly(lambda: model.encode(grid, after_layer=check), (
         f"out of memory in the backbone at {W}x{H} ({V} views x {T} timesteps; its attention spans every "
         "frame, so it is not chunked); try a smaller width (fuse4d reconstruct --width), fewer views or "
         "fewer timesteps"))
@@ -97,16 +97,18 @@ def inference_memory(model: torch.nn.Module, views: int, timesteps: int, height:
 
 
 def reconstruct_grid(model: torch.nn.Module, images: torch.Tensor, progress: Callable[[], object] | None = None,
-                     analytic: bool | None = None, width: int | None = None) -> tuple[list[Gaussians], Cameras]:
+                     analytic: bool | None = None, width: int | None = None,
+                     check: Callable[[], object] | None = None) -> tuple[list[Gaussians], Cameras]:
     """images [V, T, 3, H, W] in [0, 1], any size (resized to `width`, default the model's img_size,
     with a patch-multiple height, like the CLI) -> (T Gaussians, one per timestep, of all V views in
     the first camera's frame; Cameras of the V views at the size the Gaussians were made for).
     The backbone runs once over the grid (out of memory there: ReconstructionOutOfMemory at once), then
     the heads per timestep (out of memory there: retried with half the frames per chunk down to one,
     then ReconstructionOutOfMemory); `progress()` is called with
-    no arguments after each timestep (it may raise to interrupt). analytic=None: the Gaussian head
-    if the model has one, Gaussians from depth and pixels otherwise."""
-    frames, cameras = reconstruct_timesteps(model, images, progress, analytic, width)
+    no arguments after each timestep (it may raise to interrupt), `check()` after each backbone layer
+    (it may raise: an interrupt within one layer of the backbone pass). analytic=None: the Gaussian
+    head if the model has one, Gaussians from depth and pixels otherwise."""
+    frames, cameras = reconstruct_timesteps(model, images, progress, analytic, width, check)
     return frames, cameras[0]
 
 

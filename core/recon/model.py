@@ -11,6 +11,7 @@ aggregator.temporal_blocks.* and gaussian_head.* for the paper's additions."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -75,15 +76,16 @@ class VGGT4D(nn.Module):
         dtype = half_dtype(device)
         return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
-    def encode(self, images: torch.Tensor) -> list[torch.Tensor | None]:
+    def encode(self, images: torch.Tensor, after_layer: Callable[[], object] | None = None
+               ) -> list[torch.Tensor | None]:
         """images [B, V, T, 3, H, W] in [0, 1] -> the aggregator layers the heads read, each
         [B, T, V, P, 2C] in the compute dtype (fp32 on the CPU, the autocast dtype on CUDA: half the
         memory of fp32 copies; the heads cast what they read), None for layers no head reads, camera
-        tokens already replaced."""
+        tokens already replaced. `after_layer()` runs after each aggregator layer (it may raise)."""
         B, V, T = images.shape[:3]
         grid = images.transpose(1, 2)                                     # [B, T, V, 3, H, W]
         with self._autocast(images.device):
-            layers = self.aggregator(grid, keep=self.cfg.kept_layers())
+            layers = self.aggregator(grid, keep=self.cfg.kept_layers(), after_layer=after_layer)
         if self.cfg.camera_token_replacement and T > 1:
             layers = [None if x is None else replace_camera_tokens(x) for x in layers]
         return layers
