@@ -39,7 +39,7 @@ def _free_cached_memory() -> None:
 
 def run_with_oom_retry(fn: Callable[[int], T], chunk: int, failure: str) -> tuple[T, int]:
     """fn(chunk) -> (its result, the chunk that worked). On out of memory: free the cache, halve the
-    chunk and retry, down to 1; then raise ReconstructionOutOfMemory(`failure`)."""
+    chunk and retry, down to 1; then free the cache and raise ReconstructionOutOfMemory(`failure`)."""
     chunk = max(1, int(chunk))
     while True:
         try:
@@ -48,6 +48,7 @@ def run_with_oom_retry(fn: Callable[[int], T], chunk: int, failure: str) -> tupl
             if not is_out_of_memory(err):
                 raise
             if chunk == 1:
+                _free_cached_memory()
                 raise ReconstructionOutOfMemory(failure) from err
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         # outside the except block: the traceback (and the tensors its frames hold) is gone
@@ -57,13 +58,5 @@ def run_with_oom_retry(fn: Callable[[int], T], chunk: int, failure: str) -> tupl
 
 
 def run_or_fail_clearly(fn: Callable[[], T], failure: str) -> T:
-    """fn(), with out of memory turned into ReconstructionOutOfMemory(`failure`) after freeing the cache."""
-    try:
-        return fn()
-    except Exception as err:
-        if not is_out_of_memory(err):
-            raise
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-    # outside the except block: the traceback's frames (and the activations they hold) are gone
-    _free_cached_memory()
-    raise ReconstructionOutOfMemory(f"{failure} ({reason[:200]})")
+    """fn() for work that cannot be split (the backbone): out of memory is ReconstructionOutOfMemory at once."""
+    return run_with_oom_retry(lambda _chunk: fn(), 1, failure)[0]
