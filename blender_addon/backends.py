@@ -412,12 +412,13 @@ class ComfyUIBackend(Backend):
     def _read_body(resp, watchdog: RequestWatchdog, sink, what: str, limit: int | None) -> bytes:
         """The body (or, with `sink`, written there); one held in memory is refused past `limit` bytes,
         declared or received, before more of it is read."""
-        expected = resp.headers.get("Content-Length", "")
+        header = resp.headers.get("Content-Length", "")
+        expected = int(header) if header.isdigit() else None
         chunks, received = [], 0
         while True:
-            if limit is not None and (received > limit or (expected.isdigit() and int(expected) > limit)):
+            if limit is not None and max(received, expected or 0) > limit:
                 raise ComfyUIError(f"{what}: the answer is over {limit / 2 ** 20:g} MiB "
-                                   f"({int(expected) if expected.isdigit() else received} bytes), more than "
+                                   f"({max(received, expected or 0)} bytes), more than "
                                    "a ComfyUI server sends (is that a ComfyUI server?)")
             chunk = resp.read(READ_CHUNK)
             if not chunk:
@@ -429,7 +430,7 @@ class ComfyUIBackend(Backend):
             else:
                 sink.write(chunk)
         # read(n) returns a short body quietly when the connection ends early: check its length.
-        if expected.isdigit() and int(expected) != received and not watchdog.fired:
+        if expected is not None and expected != received and not watchdog.fired:
             raise ComfyUIError(f"{what}: the answer was cut off after {received} of {expected} bytes", transient=True)
         return b"".join(chunks)
 

@@ -117,8 +117,9 @@ def results_path(steps: int, suffix: str = ".json") -> Path:
     return RESULTS / f"video_architectures_{steps}{suffix}"
 
 
-def section(budgets: list[dict]) -> str:
-    """The docs section: one table per budget, smallest first."""
+def section() -> str:
+    """The docs section from every saved budget's JSON: one table per budget, smallest first."""
+    budgets = [json.loads(f.read_text()) for f in RESULTS.glob("video_architectures_*.json")]
     return "\n\n".join(table(r) for r in sorted(budgets, key=lambda r: r["settings"]["train_steps"]))
 
 
@@ -217,7 +218,7 @@ def main() -> int:
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
     if args.from_json:
-        body = section([json.loads(f.read_text()) for f in RESULTS.glob("video_architectures_*.json")])
+        body = section()
         print(body)
         if not args.no_docs:
             write_section(SECTION, body)
@@ -240,7 +241,7 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     contact_sheet(results, results_path(args.steps, ".png"))
     results_path(args.steps).write_text(json.dumps(results, indent=1))
-    body = section([json.loads(f.read_text()) for f in RESULTS.glob("video_architectures_*.json")])
+    body = section()
     print(body)
     if not args.no_docs:
         write_section(SECTION, body)

@@ -51,8 +51,8 @@ def write_completion_preview(path: Path, truth, generated, static, size: int, fp
     """GIF: one row per view, columns ground truth | generated | static copy, over time."""
     from PIL import Image
 
-    from .demo import _tile
     from ..io import atomic_output
+    from .demo import _tile
 
     V, T = truth.shape[:2]
     pad = 4
@@ -92,13 +92,13 @@ def prepare_completion(scene_dir: str | Path, model_dir: str | Path | None, devi
 
 def run_completion(out: Path, prep: Prepared, recon, seed: int, preview_size: int) -> dict:
     """Everything the demo writes and measures for the completion; returns its metrics."""
-    from ..recon.align import align_frames
-    from .animate import Animated, sequence_of
     from ..images import contact_sheet, save_png
     from ..io import write_sequence
     from ..recon import reconstruct_grid
+    from ..recon.align import align_frames
     from ..wan.completion import CompletionBenchConfig, completion_cells, generate, score
     from ..wan.tiny import sampling_defaults
+    from .animate import Animated, sequence_of
 
     model, vcfg, codec, sample = prep.model, prep.video_config, prep.codec, prep.sample
     sampling = sampling_defaults(vcfg)
