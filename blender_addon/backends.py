@@ -416,9 +416,9 @@ class ComfyUIBackend(Backend):
         expected = int(header) if header.isdigit() else None
         chunks, received = [], 0
         while True:
-            if limit is not None and max(received, expected or 0) > limit:
-                raise ComfyUIError(f"{what}: the answer is over {limit / 2 ** 20:g} MiB "
-                                   f"({max(received, expected or 0)} bytes), more than "
+            size = max(received, expected or 0)
+            if limit is not None and size > limit:
+                raise ComfyUIError(f"{what}: the answer is over {limit / 2 ** 20:g} MiB ({size} bytes), more than "
                                    "a ComfyUI server sends (is that a ComfyUI server?)")
             chunk = resp.read(READ_CHUNK)
             if not chunk:
